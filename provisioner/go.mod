@@ -1,0 +1,3 @@
+module github.com/rbee-hive/rbee-hive/provisioner
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/rbee-hive/rbee-hive/shutdown
+
+go 1.26

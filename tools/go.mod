@@ -1,0 +1,3 @@
+module github.com/rbee-hive/rbee-hive/tools
+
+go 1.26
