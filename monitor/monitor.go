@@ -46,7 +46,18 @@ type Config struct {
 	// Persistent is true when the registry is persisted: live workers are then
 	// re-adopted by the next hive; otherwise they get a parent-death signal.
 	Persistent bool
-	Logger     *slog.Logger
+	// Observer receives supervision events for metrics; nil ignores them.
+	Observer Observer
+	Logger   *slog.Logger
+}
+
+// Observer is told what the monitor sees, for metrics. The metrics module
+// implements it and the daemon passes it down, so monitor imports no
+// metrics code. Methods must not block.
+type Observer interface {
+	WorkerRestarted(reason string)          // reason: the restart.ExitKind that caused it
+	HealthCheckFailed()                     // one failed probe
+	WorkerReady(spawnToReady time.Duration) // a (re)start became ready
 }
 
 // Errors callers decide on.
