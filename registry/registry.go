@@ -9,6 +9,11 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -73,7 +78,25 @@ type Worker struct {
 }
 
 // Clone returns a deep copy, so callers never share pointers with the registry.
-func (w Worker) Clone() Worker { panic("registry: not implemented") }
+func (w Worker) Clone() Worker {
+	if w.LastExit != nil {
+		e := *w.LastExit
+		if e.Code != nil {
+			c := *e.Code
+			e.Code = &c
+		}
+		w.LastExit = &e
+	}
+	if w.ReadyAt != nil {
+		t := *w.ReadyAt
+		w.ReadyAt = &t
+	}
+	if w.LastHeartbeat != nil {
+		t := *w.LastHeartbeat
+		w.LastHeartbeat = &t
+	}
+	return w
+}
 
 // Filter selects workers in List. Zero fields match everything.
 type Filter struct {
@@ -104,6 +127,14 @@ var (
 	ErrNotFound       = errors.New("worker not found")
 	ErrExists         = errors.New("worker already registered")
 	ErrSlowSubscriber = errors.New("watch subscriber fell behind and was dropped")
+	// ErrClosed is returned by changes after Close.
+	ErrClosed = errors.New("registry closed")
+	// ErrPersist wraps a failure to write the state file; the change it
+	// reports was not applied (see Registry).
+	ErrPersist = errors.New("registry: persisting state failed")
+	// ErrCorrupt wraps a state file that cannot be read back; Open moved it
+	// aside and names both paths.
+	ErrCorrupt = errors.New("registry: corrupt state file")
 )
 
 // TransitionError is returned when a change asks for a state transition the
@@ -123,72 +154,435 @@ func (e *TransitionError) Error() string {
 // Is reports whether target is ErrInvalidTransition.
 func (e *TransitionError) Is(target error) bool { return target == ErrInvalidTransition }
 
-// CanTransition reports whether the state machine allows from -> to.
-// A change that keeps the state is always allowed.
-func CanTransition(from, to State) bool { panic("registry: not implemented") }
-
 // Options configure a Registry.
 type Options struct {
 	// StateDir, when set, makes every change durable in StateDir/workers.json.
 	StateDir string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Logger reports what no caller can be told (a failed background flush,
+	// a dropped watcher); nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Registry holds worker records. All methods are safe for concurrent use.
-type Registry struct{}
+//
+// Changes are serialized: each one is staged against the committed records,
+// and, with a StateDir, written to disk before it is committed to memory and
+// announced to watchers. So a change that returns an error (ErrPersist
+// included) changed nothing: no reader or watcher ever saw it, and the file
+// on disk still holds every worker the registry holds. Concurrent changes
+// share one write (group commit): while one write is in flight the next
+// changes queue up, and the first of them to get its turn writes them all.
+//
+// One exception, for heartbeat rates: an Update that changes nothing but
+// LastHeartbeat is committed at once and reaches the disk lazily, at most
+// about a second later (or at Close). Nothing re-adoption needs is lost if
+// the hive dies in between.
+type Registry struct {
+	now func() time.Time
+	log *slog.Logger
+	st  *store // nil without a StateDir
 
-// Open creates a registry and, with a StateDir, loads what it persisted. A
-// corrupt or truncated file is an error naming it; the bad file is moved
-// aside (workers.json.corrupt-<unix>) and never silently dropped.
-func Open(opts Options) (*Registry, error) { panic("registry: not implemented") }
+	// commitMu serializes changes: staging, the write, the commit. It also
+	// guards queue, closed and everything in st.
+	commitMu sync.Mutex
+	queueMu  sync.Mutex
+	queue    []*op
+	closed   bool
 
-// Register adds a new record (ErrExists when the id is taken).
-func (r *Registry) Register(w Worker) (Worker, error) { panic("registry: not implemented") }
+	// mu guards the committed records and seq; writers hold it only for the
+	// in-memory commit, so readers never wait for a disk write.
+	mu      sync.RWMutex
+	workers map[string]*Worker // never mutated in place: replaced on commit
+	seq     uint64
 
-// Get returns a copy of one record, or ErrNotFound.
-func (r *Registry) Get(id string) (Worker, error) { panic("registry: not implemented") }
-
-// List returns copies of the matching records, oldest first.
-func (r *Registry) List(f Filter) []Worker { panic("registry: not implemented") }
-
-// Update applies fn to the record under the registry's lock, so
-// read-modify-write cannot race. If fn returns an error, nothing changes. A
-// state change the state machine refuses returns a *TransitionError and
-// changes nothing. It returns the record after the change.
-func (r *Registry) Update(id string, fn func(*Worker) error) (Worker, error) {
-	panic("registry: not implemented")
+	subMu      sync.Mutex
+	subs       map[*Subscription]struct{}
+	subsClosed bool // after Close, new watches start closed
 }
 
-// Remove deletes a record and returns it as it was.
-func (r *Registry) Remove(id string) (Worker, error) { panic("registry: not implemented") }
+// Open creates a registry and, with a StateDir, loads what it persisted. A
+// corrupt or truncated file is an error (matching ErrCorrupt) naming it; the
+// bad file is moved aside (workers.json.corrupt-<unixnano>) and never
+// silently dropped. A missing file is an empty registry.
+func Open(opts Options) (*Registry, error) {
+	r := &Registry{
+		now:     opts.Now,
+		log:     opts.Logger,
+		workers: make(map[string]*Worker),
+		subs:    make(map[*Subscription]struct{}),
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	if opts.StateDir != "" {
+		st, workers, seq, err := openStore(opts.StateDir, r.log)
+		if err != nil {
+			return nil, err
+		}
+		st.onTimer = r.flushLazy
+		r.st = st
+		for _, w := range workers {
+			r.workers[w.ID] = w
+		}
+		r.seq = seq
+	}
+	return r, nil
+}
+
+// Register adds a new record (ErrExists when the id is taken). An empty
+// State means StateLoading and a zero CreatedAt means now.
+func (r *Registry) Register(w Worker) (Worker, error) {
+	o := &op{kind: EventRegistered, id: w.ID, w: w.Clone()}
+	return r.submit(o)
+}
+
+// Get returns a copy of one record, or ErrNotFound.
+func (r *Registry) Get(id string) (Worker, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	w, ok := r.workers[id]
+	if !ok {
+		return Worker{}, fmt.Errorf("get %s: %w", id, ErrNotFound)
+	}
+	return w.Clone(), nil
+}
+
+// List returns copies of the matching records, oldest first (CreatedAt,
+// then ID).
+func (r *Registry) List(f Filter) []Worker {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.listLocked(f)
+}
+
+func (r *Registry) listLocked(f Filter) []Worker {
+	out := make([]Worker, 0, len(r.workers))
+	for _, w := range r.workers {
+		if f.matches(w) {
+			out = append(out, w.Clone())
+		}
+	}
+	sortWorkers(out)
+	return out
+}
+
+func (f Filter) matches(w *Worker) bool {
+	return (f.State == "" || w.State == f.State) && (f.ModelRef == "" || w.ModelRef == f.ModelRef)
+}
+
+func sortWorkers(ws []Worker) {
+	slices.SortFunc(ws, func(a, b Worker) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+// Update applies fn to the record under the registry's lock, so
+// read-modify-write cannot race. If fn returns an error, nothing changes and
+// that error is returned as it is. A state change the state machine refuses
+// returns a *TransitionError and changes nothing; so does changing the ID.
+// It returns the record after the change. fn works on a copy and must not
+// call the registry. An fn that changes nothing commits nothing and emits no
+// event.
+func (r *Registry) Update(id string, fn func(*Worker) error) (Worker, error) {
+	o := &op{kind: EventUpdated, id: id, fn: fn}
+	return r.submit(o)
+}
+
+// Remove deletes a record, in any state, and returns it as it was.
+func (r *Registry) Remove(id string) (Worker, error) {
+	o := &op{kind: EventRemoved, id: id}
+	return r.submit(o)
+}
 
 // Counts returns the number of workers in each state, every state present.
-func (r *Registry) Counts() map[State]int { panic("registry: not implemented") }
+func (r *Registry) Counts() map[State]int {
+	counts := make(map[State]int, len(transitions))
+	for _, s := range States() {
+		counts[s] = 0
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, w := range r.workers {
+		counts[w.State]++
+	}
+	return counts
+}
 
 // Len returns the number of records.
-func (r *Registry) Len() int { panic("registry: not implemented") }
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.workers)
+}
 
-// Seq returns the sequence number of the last committed change.
-func (r *Registry) Seq() uint64 { panic("registry: not implemented") }
+// Seq returns the sequence number of the last committed change. With a
+// StateDir it carries on across restarts.
+func (r *Registry) Seq() uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.seq
+}
 
-// Watch subscribes to changes from now on, buffered up to buffer events. A
-// subscriber that lets its buffer fill is dropped: its channel is closed and
-// Err reports ErrSlowSubscriber; it may re-subscribe and re-List.
-func (r *Registry) Watch(buffer int) *Subscription { panic("registry: not implemented") }
+// Close stops all watches and flushes persistence (a lazily persisted
+// heartbeat). Later changes return ErrClosed; reads keep working. Safe to
+// call more than once.
+func (r *Registry) Close() error {
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	var err error
+	if r.st != nil {
+		err = r.st.close(r.workers, r.seq)
+	}
+	r.mu.Lock()
+	r.closeSubs()
+	r.mu.Unlock()
+	return err
+}
 
-// Close stops all watches and flushes persistence.
-func (r *Registry) Close() error { panic("registry: not implemented") }
+// op is one queued change and, once done, its result.
+type op struct {
+	kind EventKind
+	id   string
+	w    Worker              // Register
+	fn   func(*Worker) error // Update
 
-// Subscription is one Watch.
-type Subscription struct{}
+	done     bool // set under commitMu
+	res      Worker
+	err      error
+	panicked any
 
-// C delivers events in commit order; it is closed on Close, on registry
-// Close, or when the subscriber fell behind.
-func (s *Subscription) C() <-chan Event { panic("registry: not implemented") }
+	next  *Worker // staged record; nil for a removal
+	ev    *Event  // staged event; nil when nothing changed
+	eager bool    // must reach the disk before it returns
+}
 
-// Err reports why C was closed (nil after Close).
-func (s *Subscription) Err() error { panic("registry: not implemented") }
+// submit runs o, together with whatever else is queued (group commit), and
+// returns its result.
+func (r *Registry) submit(o *op) (Worker, error) {
+	if r.st == nil {
+		// Nothing to share a write with: run it alone.
+		r.commitMu.Lock()
+		r.runBatch([]*op{o})
+		r.commitMu.Unlock()
+	} else {
+		r.queueMu.Lock()
+		r.queue = append(r.queue, o)
+		r.queueMu.Unlock()
 
-// Close ends the subscription. Safe to call more than once.
-func (s *Subscription) Close() { panic("registry: not implemented") }
+		r.commitMu.Lock()
+		if !o.done {
+			// Our turn: take everything queued, o included.
+			r.queueMu.Lock()
+			batch := r.queue
+			r.queue = nil
+			r.queueMu.Unlock()
+			r.runBatch(batch)
+		}
+		r.commitMu.Unlock()
+	}
+	if o.panicked != nil {
+		panic(o.panicked)
+	}
+	return o.res, o.err
+}
+
+// runBatch stages every op of batch, writes the result when it must, then
+// commits and announces it. Called with commitMu held.
+func (r *Registry) runBatch(batch []*op) {
+	defer func() {
+		for _, o := range batch {
+			o.done = true
+		}
+	}()
+	if r.closed {
+		for _, o := range batch {
+			o.err = fmt.Errorf("%s %s: %w", o.kind, o.id, ErrClosed)
+		}
+		return
+	}
+
+	// Staged records shadow the committed ones: a later op of the batch sees
+	// what an earlier one did. A nil value is a removal.
+	staged := make(map[string]*Worker, len(batch))
+	lookup := func(id string) (*Worker, bool) {
+		if w, ok := staged[id]; ok {
+			return w, w != nil
+		}
+		w, ok := r.workers[id]
+		return w, ok
+	}
+	var changed []*op
+	eager := false
+	now := r.now()
+	for _, o := range batch {
+		r.stage(o, lookup, now)
+		if o.err != nil || o.panicked != nil || o.ev == nil {
+			continue
+		}
+		staged[o.id] = o.next
+		changed = append(changed, o)
+		eager = eager || o.eager
+	}
+	if len(changed) == 0 {
+		return
+	}
+
+	if r.st != nil {
+		if eager {
+			snapshot := mergeRecords(r.workers, staged)
+			if err := r.st.write(snapshot, r.seq+uint64(len(changed))); err != nil {
+				for _, o := range changed {
+					o.err = fmt.Errorf("%s %s: %w", o.kind, o.id, err)
+					o.res = Worker{}
+				}
+				return
+			}
+		} else {
+			r.st.markDirty()
+		}
+	}
+
+	r.mu.Lock()
+	for id, w := range staged {
+		if w == nil {
+			delete(r.workers, id)
+		} else {
+			r.workers[id] = w
+		}
+	}
+	for _, o := range changed {
+		r.seq++
+		o.ev.Seq = r.seq
+		r.publish(*o.ev)
+	}
+	r.mu.Unlock()
+}
+
+// stage decides one op against the records as lookup sees them, setting
+// o.res and o.err, and o.next and o.ev when something changes.
+func (r *Registry) stage(o *op, lookup func(string) (*Worker, bool), now time.Time) {
+	defer func() {
+		if p := recover(); p != nil {
+			// Re-panicked in the caller's goroutine, not the one committing.
+			o.panicked = p
+			o.ev = nil
+		}
+	}()
+	cur, exists := lookup(o.id)
+	switch o.kind {
+	case EventRegistered:
+		w := o.w
+		switch {
+		case w.ID == "":
+			o.err = errors.New("register: empty worker id")
+			return
+		case exists:
+			o.err = fmt.Errorf("register %s: %w", w.ID, ErrExists)
+			return
+		}
+		if w.State == "" {
+			w.State = StateLoading
+		}
+		if !w.State.Valid() {
+			o.err = fmt.Errorf("register %s: unknown state %q", w.ID, w.State)
+			return
+		}
+		if w.CreatedAt.IsZero() {
+			w.CreatedAt = now.UTC().Round(0)
+		}
+		o.next = &w
+		o.ev = &Event{Kind: EventRegistered, Worker: w.Clone(), At: now}
+		o.res = w.Clone()
+		o.eager = true
+
+	case EventUpdated:
+		if !exists {
+			o.err = fmt.Errorf("update %s: %w", o.id, ErrNotFound)
+			return
+		}
+		w := cur.Clone()
+		if err := o.fn(&w); err != nil {
+			o.err = err
+			return
+		}
+		if w.ID != cur.ID {
+			o.err = fmt.Errorf("update %s: the worker id cannot change (to %q)", cur.ID, w.ID)
+			return
+		}
+		if !CanTransition(cur.State, w.State) {
+			o.err = &TransitionError{WorkerID: cur.ID, From: cur.State, To: w.State}
+			return
+		}
+		o.res = w.Clone()
+		if reflect.DeepEqual(&w, cur) {
+			return // nothing changed: nothing to commit or announce
+		}
+		o.eager = r.st != nil && !onlyHeartbeat(cur, &w)
+		o.next = &w
+		o.ev = &Event{Kind: EventUpdated, From: cur.State, Worker: w.Clone(), At: now}
+
+	case EventRemoved:
+		if !exists {
+			o.err = fmt.Errorf("remove %s: %w", o.id, ErrNotFound)
+			return
+		}
+		o.next = nil
+		o.ev = &Event{Kind: EventRemoved, From: cur.State, Worker: cur.Clone(), At: now}
+		o.res = cur.Clone()
+		o.eager = true
+	}
+}
+
+// onlyHeartbeat reports whether next differs from cur in LastHeartbeat
+// alone: such a change may reach the disk lazily.
+func onlyHeartbeat(cur, next *Worker) bool {
+	a, b := *cur, *next
+	a.LastHeartbeat, b.LastHeartbeat = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// mergeRecords returns the committed records with the staged ones applied,
+// oldest first, without touching either map.
+func mergeRecords(committed, staged map[string]*Worker) []*Worker {
+	out := make([]*Worker, 0, len(committed)+len(staged))
+	for id, w := range committed {
+		if _, ok := staged[id]; !ok {
+			out = append(out, w)
+		}
+	}
+	for _, w := range staged {
+		if w != nil {
+			out = append(out, w)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Worker) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// flushLazy writes changes that were committed without a write (heartbeats).
+// It runs from the store's timer.
+func (r *Registry) flushLazy() {
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
+	if r.closed {
+		return
+	}
+	r.st.flush(r.workers, r.seq)
+}

@@ -1,0 +1,208 @@
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// The state file. Version 1 holds every record with its Process, which the
+// API never serves but re-adoption needs.
+const (
+	stateFile    = "workers.json"
+	fileVersion  = 1
+	lazyInterval = time.Second // the longest a heartbeat-only change waits for the disk
+)
+
+type stateFileV1 struct {
+	Version int               `json:"version"`
+	Seq     uint64            `json:"seq"`
+	Workers []persistedWorker `json:"workers"`
+}
+
+// persistedWorker carries Process, which Worker hides from JSON.
+type persistedWorker struct {
+	Worker
+	Process Process `json:"process"`
+}
+
+// store writes the state file. Its fields are guarded by the registry's
+// commitMu.
+type store struct {
+	dir, path string
+	log       *slog.Logger
+	onTimer   func() // flushes lazily committed changes
+
+	dirty bool        // memory holds changes the file does not
+	timer *time.Timer // pending lazy flush, nil when none
+}
+
+// openStore creates dir if needed, removes temp files a crash left behind,
+// and loads the state file.
+func openStore(dir string, log *slog.Logger) (*store, []*Worker, uint64, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, 0, fmt.Errorf("registry: state dir: %w", err)
+	}
+	s := &store{dir: dir, path: filepath.Join(dir, stateFile), log: log}
+	if stale, err := filepath.Glob(s.path + ".tmp-*"); err == nil {
+		for _, p := range stale {
+			_ = os.Remove(p) // a write that never reached its rename
+		}
+	}
+	workers, seq, err := s.load()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return s, workers, seq, nil
+}
+
+// load reads the state file. A missing file is an empty registry. A file
+// that cannot be parsed, or holds records that cannot be right, is moved
+// aside and reported as ErrCorrupt; a file from a newer version is left in
+// place and reported, so a downgrade never discards it.
+func (s *store) load() ([]*Worker, uint64, error) {
+	data, err := os.ReadFile(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("registry: read %s: %w", s.path, err)
+	}
+	var f stateFileV1
+	problem := json.Unmarshal(data, &f)
+	if problem == nil {
+		switch {
+		case f.Version > fileVersion:
+			return nil, 0, fmt.Errorf("registry: %s has version %d; this hive reads version %d", s.path, f.Version, fileVersion)
+		case f.Version < 1:
+			problem = fmt.Errorf("missing or invalid version %d", f.Version)
+		default:
+			problem = validate(f.Workers)
+		}
+	}
+	if problem != nil {
+		aside := fmt.Sprintf("%s.corrupt-%d", s.path, time.Now().UnixNano())
+		if err := os.Rename(s.path, aside); err != nil {
+			return nil, 0, fmt.Errorf("%w: %s: %v (moving it aside failed too: %v)", ErrCorrupt, s.path, problem, err)
+		}
+		return nil, 0, fmt.Errorf("%w: %s: %v; moved aside to %s, no worker was loaded", ErrCorrupt, s.path, problem, aside)
+	}
+	workers := make([]*Worker, 0, len(f.Workers))
+	for _, pw := range f.Workers {
+		w := pw.Worker
+		w.Process = pw.Process
+		workers = append(workers, &w)
+	}
+	return workers, f.Seq, nil
+}
+
+func validate(ws []persistedWorker) error {
+	seen := make(map[string]bool, len(ws))
+	for i, w := range ws {
+		switch {
+		case w.ID == "":
+			return fmt.Errorf("record %d has no worker_id", i)
+		case seen[w.ID]:
+			return fmt.Errorf("worker %s appears twice", w.ID)
+		case !w.State.Valid():
+			return fmt.Errorf("worker %s has unknown state %q", w.ID, w.State)
+		}
+		seen[w.ID] = true
+	}
+	return nil
+}
+
+// write replaces the state file with ws, atomically and durably: a temp file
+// in the same directory, fsync, rename, fsync of the directory. On error the
+// store is marked dirty, so a later flush rewrites the file even if the
+// rename went through and only the directory sync failed.
+func (s *store) write(ws []*Worker, seq uint64) error {
+	f := stateFileV1{Version: fileVersion, Seq: seq, Workers: make([]persistedWorker, len(ws))}
+	for i, w := range ws {
+		f.Workers[i] = persistedWorker{Worker: *w, Process: w.Process}
+	}
+	data, err := json.Marshal(f)
+	if err == nil {
+		err = writeAtomic(s.path, append(data, '\n'))
+	}
+	if err != nil {
+		s.markDirty()
+		return fmt.Errorf("%w: %s: %w", ErrPersist, s.path, err)
+	}
+	s.dirty = false
+	return nil
+}
+
+func writeAtomic(path string, data []byte) (err error) {
+	dir, name := filepath.Split(path)
+	tmp, err := os.CreateTemp(dir, name+".tmp-*") // mode 0600: the file holds token hashes
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(data); err != nil {
+		return err
+	}
+	if err = tmp.Sync(); err != nil {
+		return err
+	}
+	if err = tmp.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Clean(dir))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// markDirty records that memory is ahead of the file and makes sure a flush
+// is coming.
+func (s *store) markDirty() {
+	s.dirty = true
+	if s.timer == nil && s.onTimer != nil {
+		s.timer = time.AfterFunc(lazyInterval, s.onTimer)
+	}
+}
+
+// flush writes the committed records if the file lags behind them. A failure
+// is logged and retried later: no caller waits for a lazy write.
+func (s *store) flush(workers map[string]*Worker, seq uint64) {
+	s.timer = nil
+	if !s.dirty {
+		return
+	}
+	if err := s.write(mergeRecords(workers, nil), seq); err != nil {
+		s.log.Error("registry: lazy flush failed; retrying", "err", err)
+	}
+}
+
+// close stops the lazy timer and writes what it had pending.
+func (s *store) close(workers map[string]*Worker, seq uint64) error {
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	if !s.dirty {
+		return nil
+	}
+	s.onTimer = nil // no retries after Close
+	if err := s.write(mergeRecords(workers, nil), seq); err != nil {
+		return fmt.Errorf("registry: close: %w", err)
+	}
+	return nil
+}
