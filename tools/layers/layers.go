@@ -217,7 +217,15 @@ func (c *checker) checkModule(r Rule) error {
 			}
 			return nil
 		}
-		if !strings.HasSuffix(p, ".go") || !d.Type().IsRegular() {
+		if !strings.HasSuffix(p, ".go") {
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			// The go tool compiles a symlinked file, so it is checked too.
+			if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+				return nil
+			}
+		} else if !d.Type().IsRegular() {
 			return nil
 		}
 		return c.checkGoFile(r, p)

@@ -236,6 +236,16 @@ func TestPlantedViolationsAreCaught(t *testing.T) {
 			},
 		},
 		{
+			name: "symlinked file",
+			plant: func(t *testing.T, root string) {
+				write(t, root, "elsewhere/bad.go", "package registry\n\nimport _ \""+prefix+"httpserver\"\n")
+				if err := os.Symlink(filepath.Join(root, "elsewhere", "bad.go"), filepath.Join(root, "registry", "linked.go")); err != nil {
+					t.Skipf("no symlinks here: %v", err)
+				}
+			},
+			want: []string{"registry/linked.go:3: module registry may not import " + prefix + "httpserver (layer table)"},
+		},
+		{
 			name: "unparsable file",
 			plant: func(t *testing.T, root string) {
 				write(t, root, "registry/broken.go", "package registry\n\nimport (\n\t\"os\"\n")
