@@ -108,7 +108,9 @@ func ShouldRestart(p Policy, e Exit, attempt int) bool {
 	return false
 }
 
-// Backoff configures the delay between restarts.
+// Backoff configures the delay between restarts. Max caps the nominal delay
+// and jitter is applied after it, as in backoff/v4, so with the defaults the
+// longest delay is 72s.
 type Backoff struct {
 	Initial    time.Duration // 1s
 	Max        time.Duration // 60s
