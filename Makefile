@@ -1,6 +1,8 @@
 # The one entry point for checks. `make test` is what the README and CI run.
-MODULES := registry resources provisioner restart monitor metrics shutdown httpmiddleware httpserver cmd/rbee-hive tools
 GO ?= go
+# Every module of the workspace, from go.work itself (the layer checker keeps go.work
+# and the layer table in step).
+MODULES := $(shell $(GO) list -m -f '{{.Dir}}' | sed 's|^$(CURDIR)/||')
 
 .PHONY: test modules fmt race layers fuzz-short run
 
