@@ -3,6 +3,7 @@ package resources
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,9 @@ import (
 )
 
 const kib = 1024
+
+// quietLogger keeps expected warnings out of the test output.
+var quietLogger = slog.New(slog.DiscardHandler)
 
 // writeMeminfo writes a /proc/meminfo-format file and returns its path.
 func writeMeminfo(t *testing.T, totalKiB, availKiB uint64) string {
@@ -31,6 +35,9 @@ func writeFile(t *testing.T, content string) string {
 func newCPUOnly(t *testing.T, opts Options) *Manager {
 	t.Helper()
 	opts.DisableCUDA = true
+	if opts.Logger == nil {
+		opts.Logger = quietLogger
+	}
 	m, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
