@@ -29,7 +29,7 @@ func openCUDA(mockName string, log *slog.Logger) (gpuSource, string) {
 		return openNVML(nvml.New(), log)
 	}
 	newServer, ok := mockServers[mockName]
-	if !ok { // New validated the name against MockNames; this is a bug guard.
+	if !ok { // New validated the name against mockNames; this is a bug guard.
 		return nil, fmt.Sprintf("unknown nvml mock %q", mockName)
 	}
 	srv := newServer()

@@ -119,6 +119,20 @@ func TestNVMLMockOption(t *testing.T) {
 	}
 }
 
+// Every name New accepts opens a mock.
+func TestEveryMockNameOpens(t *testing.T) {
+	for _, name := range MockNames() {
+		m, err := New(Options{NVMLMock: name, MeminfoPath: writeMeminfo(t, 1000, 1000), Logger: quietLogger})
+		if err != nil {
+			t.Fatalf("New(%s): %v", name, err)
+		}
+		if err := m.Backend(CUDA); err != nil || len(cudaDevices(m)) == 0 {
+			t.Errorf("%s: Backend(cuda) = %v, %d devices", name, err, len(cudaDevices(m)))
+		}
+		_ = m.Close()
+	}
+}
+
 func TestSelectDeviceMostAvailable(t *testing.T) {
 	srv := dgxh100.New()
 	u := controlMemory(srv)

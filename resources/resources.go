@@ -98,8 +98,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// MockNames lists the values Options.NVMLMock accepts.
-var MockNames = []string{"dgxa100", "dgxb200", "dgxh100", "dgxh200"}
+var mockNames = []string{"dgxa100", "dgxb200", "dgxh100", "dgxh200"}
+
+// MockNames lists the values Options.NVMLMock accepts (config validation).
+func MockNames() []string { return append([]string(nil), mockNames...) }
 
 // gpuDevice is what NVML says about a device once, at open.
 type gpuDevice struct {
@@ -145,7 +147,7 @@ type Manager struct {
 func New(opts Options) (*Manager, error) {
 	if opts.NVMLMock != "" && !isMockName(opts.NVMLMock) {
 		return nil, fmt.Errorf("resources: unknown nvml_mock %q (want one of %s)",
-			opts.NVMLMock, strings.Join(MockNames, ", "))
+			opts.NVMLMock, strings.Join(mockNames, ", "))
 	}
 	if opts.DisableCUDA {
 		return newManager(opts, nil, "disabled by configuration"), nil
@@ -162,7 +164,7 @@ func loggerOf(opts Options) *slog.Logger {
 }
 
 func isMockName(name string) bool {
-	for _, n := range MockNames {
+	for _, n := range mockNames {
 		if n == name {
 			return true
 		}
