@@ -121,7 +121,7 @@ func TestNVMLMockOption(t *testing.T) {
 
 // Every name New accepts opens a mock.
 func TestEveryMockNameOpens(t *testing.T) {
-	for _, name := range MockNames() {
+	for _, name := range MockNames {
 		m, err := New(Options{NVMLMock: name, MeminfoPath: writeMeminfo(t, 1000, 1000), Logger: quietLogger})
 		if err != nil {
 			t.Fatalf("New(%s): %v", name, err)

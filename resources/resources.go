@@ -101,7 +101,8 @@ type Options struct {
 var mockNames = []string{"dgxa100", "dgxb200", "dgxh100", "dgxh200"}
 
 // MockNames lists the values Options.NVMLMock accepts (config validation).
-func MockNames() []string { return append([]string(nil), mockNames...) }
+// It is a copy: New validates against its own list.
+var MockNames = append([]string(nil), mockNames...)
 
 // gpuDevice is what NVML says about a device once, at open.
 type gpuDevice struct {
