@@ -9,30 +9,30 @@ import (
 // allowed is DESIGN.md's diagram written out again, independently of the
 // table in state.go, so a wrong edit to either shows up here.
 var allowed = []struct{ from, to State }{
-	{StateLoading, StateIdle},            // ready
-	{StateIdle, StateBusy},               // serving
-	{StateBusy, StateIdle},               // done serving
-	{StateLoading, StateUnhealthy},       // probes failing
-	{StateIdle, StateUnhealthy},          //
-	{StateBusy, StateUnhealthy},          //
-	{StateUnhealthy, StateIdle},          // probes pass again
-	{StateUnhealthy, StateBusy},          //
-	{StateLoading, StateRestarting},      // exited or killed
-	{StateIdle, StateRestarting},         //
-	{StateBusy, StateRestarting},         //
-	{StateUnhealthy, StateRestarting},    //
-	{StateRestarting, StateLoading},      // backoff over
-	{StateLoading, StateStopping},        // the hive stops it
-	{StateIdle, StateStopping},           //
-	{StateBusy, StateStopping},           //
-	{StateUnhealthy, StateStopping},      //
-	{StateRestarting, StateStopping},     //
-	{StateFailed, StateStopping},         //
-	{StateLoading, StateFailed},          // gave up
-	{StateIdle, StateFailed},             //
-	{StateBusy, StateFailed},             //
-	{StateUnhealthy, StateFailed},        //
-	{StateRestarting, StateFailed},       //
+	{StateLoading, StateIdle},         // ready
+	{StateIdle, StateBusy},            // serving
+	{StateBusy, StateIdle},            // done serving
+	{StateLoading, StateUnhealthy},    // probes failing
+	{StateIdle, StateUnhealthy},       //
+	{StateBusy, StateUnhealthy},       //
+	{StateUnhealthy, StateIdle},       // probes pass again
+	{StateUnhealthy, StateBusy},       //
+	{StateLoading, StateRestarting},   // exited or killed
+	{StateIdle, StateRestarting},      //
+	{StateBusy, StateRestarting},      //
+	{StateUnhealthy, StateRestarting}, //
+	{StateRestarting, StateLoading},   // backoff over
+	{StateLoading, StateStopping},     // the hive stops it
+	{StateIdle, StateStopping},        //
+	{StateBusy, StateStopping},        //
+	{StateUnhealthy, StateStopping},   //
+	{StateRestarting, StateStopping},  //
+	{StateFailed, StateStopping},      //
+	{StateLoading, StateFailed},       // gave up
+	{StateIdle, StateFailed},          //
+	{StateBusy, StateFailed},          //
+	{StateUnhealthy, StateFailed},     //
+	{StateRestarting, StateFailed},    //
 }
 
 func isAllowed(from, to State) bool {

@@ -1,0 +1,312 @@
+package registry
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func openDir(t *testing.T, dir string) *Registry {
+	t.Helper()
+	r, err := Open(Options{StateDir: dir})
+	if err != nil {
+		t.Fatalf("Open %s: %v", dir, err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func TestPersistRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	r := openDir(t, dir)
+	a := mustRegister(t, r, fullWorker("a"))
+	mustRegister(t, r, Worker{ID: "gone"})
+	b := mustRegister(t, r, Worker{ID: "b", State: StateRestarting, Process: Process{PGID: 7, LogPath: "/l"}})
+	if _, err := r.Remove("gone"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.Update("b", func(w *Worker) error { w.State = StateLoading; w.Process.StartTime = 99; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := r.Seq()
+
+	// No Close: every change above must already be on disk.
+	r2 := openDir(t, dir)
+	if r2.Seq() != seq {
+		t.Fatalf("Seq after reload = %d, want %d", r2.Seq(), seq)
+	}
+	for _, want := range []Worker{a, b} {
+		got := mustGet(t, r2, want.ID)
+		if !sameWorker(got, want) {
+			t.Fatalf("reloaded %s:\n got %+v\nwant %+v", want.ID, got, want)
+		}
+	}
+	if got := mustGet(t, r2, "a").Process; got != fullWorker("a").Process {
+		t.Fatalf("Process not persisted: %+v", got)
+	}
+	if _, err := r2.Get("gone"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a removed worker came back")
+	}
+	if r2.Len() != 2 {
+		t.Fatalf("Len = %d", r2.Len())
+	}
+
+	info, err := os.Stat(filepath.Join(dir, "workers.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 {
+		t.Fatalf("state file mode %o, want 600 (it holds token hashes)", perm)
+	}
+	// The API's JSON never carries Process.
+	if data, _ := os.ReadFile(filepath.Join(dir, "workers.json")); !strings.Contains(string(data), `"token_hash":"abcd"`) || !strings.Contains(string(data), `"version":1`) {
+		t.Fatalf("state file lacks process data or version: %s", data)
+	}
+}
+
+// sameWorker compares records the way JSON keeps them (instants, not
+// monotonic readings or locations).
+func sameWorker(a, b Worker) bool {
+	norm := func(w Worker) Worker {
+		w = w.Clone()
+		w.CreatedAt = w.CreatedAt.UTC()
+		for _, p := range []*time.Time{w.ReadyAt, w.LastHeartbeat} {
+			if p != nil {
+				*p = p.UTC()
+			}
+		}
+		if w.LastExit != nil {
+			w.LastExit.At = w.LastExit.At.UTC()
+		}
+		return w
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
+}
+
+func writeState(t *testing.T, dir, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, "workers.json")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestTruncatedFileIsErrorAndKeptAside(t *testing.T) {
+	dir := t.TempDir()
+	r := openDir(t, dir)
+	mustRegister(t, r, fullWorker("a"))
+	mustRegister(t, r, fullWorker("b"))
+	r.Close()
+
+	path := filepath.Join(dir, "workers.json")
+	full, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truncated := full[:len(full)/2]
+	if err := os.WriteFile(path, truncated, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r2, err := Open(Options{StateDir: dir})
+	if err == nil {
+		r2.Close()
+		t.Fatal("Open accepted a truncated state file")
+	}
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("err = %v, want ErrCorrupt naming %s", err, path)
+	}
+	aside, _ := filepath.Glob(path + ".corrupt-*")
+	if len(aside) != 1 || !strings.Contains(err.Error(), aside[0]) {
+		t.Fatalf("kept aside: %v; err %v", aside, err)
+	}
+	kept, err := os.ReadFile(aside[0])
+	if err != nil || string(kept) != string(truncated) {
+		t.Fatalf("the bad file was not kept as it was: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the bad file is still in place: %v", err)
+	}
+	// The next start is not blocked.
+	r3 := openDir(t, dir)
+	if r3.Len() != 0 {
+		t.Fatalf("Len = %d", r3.Len())
+	}
+}
+
+func TestBadStateFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name, content string
+		corrupt       bool // moved aside; otherwise left in place
+	}{
+		{"empty", "", true},
+		{"garbage", "\x00\x01not json", true},
+		{"trailing data", `{"version":1,"workers":[]} {}`, true},
+		{"no version", `{"workers":[]}`, true},
+		{"wrong type", `{"version":1,"workers":{"a":1}}`, true},
+		{"no id", `{"version":1,"workers":[{"state":"idle"}]}`, true},
+		{"duplicate id", `{"version":1,"workers":[{"worker_id":"a","state":"idle"},{"worker_id":"a","state":"busy"}]}`, true},
+		{"unknown state", `{"version":1,"workers":[{"worker_id":"a","state":"zombie"}]}`, true},
+		{"newer version", `{"version":2,"workers":[]}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := writeState(t, dir, tc.content)
+			r, err := Open(Options{StateDir: dir})
+			if err == nil {
+				r.Close()
+				t.Fatal("Open accepted it")
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			aside, _ := filepath.Glob(path + ".corrupt-*")
+			_, statErr := os.Stat(path)
+			if tc.corrupt {
+				if !errors.Is(err, ErrCorrupt) || len(aside) != 1 || statErr == nil {
+					t.Fatalf("err %v, aside %v, still in place: %v", err, aside, statErr == nil)
+				}
+			} else if errors.Is(err, ErrCorrupt) || len(aside) != 0 || statErr != nil {
+				t.Fatalf("a newer file must stay in place: err %v, aside %v", err, aside)
+			}
+		})
+	}
+}
+
+func TestMissingFileIsEmpty(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "not", "yet")
+	r := openDir(t, dir)
+	if r.Len() != 0 || r.Seq() != 0 {
+		t.Fatal("not empty")
+	}
+	mustRegister(t, r, Worker{ID: "w"})
+	if _, err := os.Stat(filepath.Join(dir, "workers.json")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStaleTempFilesRemoved(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "workers.json.tmp-12345")
+	if err := os.WriteFile(stale, []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	openDir(t, dir)
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale temp file left: %v", err)
+	}
+}
+
+// TestWriteFailureChangesNothing takes the state directory away under a
+// running registry: every change must fail with ErrPersist and leave memory,
+// watchers and Seq as they were; once the directory is back, changes work
+// and the file holds them all.
+func TestWriteFailureChangesNothing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	r := openDir(t, dir)
+	mustRegister(t, r, Worker{ID: "keep", State: StateIdle})
+	seq := r.Seq()
+	sub := r.Watch(8)
+	defer sub.Close()
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	changes := map[string]func() error{
+		"register": func() error { _, err := r.Register(Worker{ID: "new"}); return err },
+		"update": func() error {
+			_, err := r.Update("keep", func(w *Worker) error { w.State = StateBusy; return nil })
+			return err
+		},
+		"remove": func() error { _, err := r.Remove("keep"); return err },
+	}
+	for name, change := range changes {
+		if err := change(); !errors.Is(err, ErrPersist) {
+			t.Fatalf("%s without a state dir: err = %v, want ErrPersist", name, err)
+		}
+	}
+	if r.Seq() != seq || r.Len() != 1 || mustGet(t, r, "keep").State != StateIdle {
+		t.Fatalf("a failed write changed memory: seq %d len %d %+v", r.Seq(), r.Len(), r.List(Filter{}))
+	}
+	select {
+	case ev := <-sub.C():
+		t.Fatalf("event for an unwritten change: %+v", ev)
+	default:
+	}
+
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, r, Worker{ID: "new"})
+	r2 := openDir(t, dir)
+	if r2.Len() != 2 || mustGet(t, r2, "keep").State != StateIdle {
+		t.Fatalf("file after recovery: %+v", r2.List(Filter{}))
+	}
+}
+
+func TestHeartbeatPersistedLazily(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Open(Options{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
+	beat := time.Date(2026, 3, 3, 3, 3, 3, 0, time.UTC)
+	if _, err := r.Update("w", func(w *Worker) error { w.LastHeartbeat = &beat; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, r, "w").LastHeartbeat; got == nil || !got.Equal(beat) {
+		t.Fatal("heartbeat not committed to memory")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := openDir(t, dir)
+	if got := mustGet(t, r2, "w").LastHeartbeat; got == nil || !got.Equal(beat) {
+		t.Fatalf("Close did not flush the heartbeat: %v", got)
+	}
+}
+
+func TestLazyFlushWithoutClose(t *testing.T) {
+	dir := t.TempDir()
+	r := openDir(t, dir)
+	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
+	beat := time.Date(2026, 4, 4, 4, 4, 4, 0, time.UTC)
+	if _, err := r.Update("w", func(w *Worker) error { w.LastHeartbeat = &beat; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the background flush: the bound is generous, this is not a
+	// timing assertion.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "workers.json"))
+		if err == nil && strings.Contains(string(data), "2026-04-04T04:04:04Z") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("heartbeat never reached the disk: %s", data)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestStateChangeIsNeverLazy(t *testing.T) {
+	dir := t.TempDir()
+	r := openDir(t, dir)
+	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
+	beat := time.Now()
+	if _, err := r.Update("w", func(w *Worker) error { w.LastHeartbeat = &beat; w.State = StateBusy; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Read the file as it is now, before any lazy flush or Close.
+	r2 := openDir(t, dir)
+	if got := mustGet(t, r2, "w"); got.State != StateBusy || got.LastHeartbeat == nil {
+		t.Fatalf("a state change was not written at once: %+v", got)
+	}
+}
