@@ -7,7 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,22 +16,33 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/rbee-hive/rbee-hive/cmd/rbee-hive/internal/config"
 )
 
 var version = "0.1.0-dev"
 
 func main() {
-	bind := flag.String("bind", "127.0.0.1", "address to listen on")
-	port := flag.Int("port", 8080, "port to listen on")
-	flag.Parse()
+	cfg, opts, err := config.Load(os.Args[1:], os.Environ())
+	switch {
+	case opts.Help:
+		fmt.Print(config.Usage())
+		return
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "rbee-hive: %v\n", err)
+		os.Exit(2)
+	case opts.Version:
+		fmt.Println("rbee-hive", version)
+		return
+	}
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := newLogger(cfg)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]string{"status": "alive", "version": version, "api_version": "v1"})
 	})
-	srv := &http.Server{Addr: net.JoinHostPort(*bind, strconv.Itoa(*port)), Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: net.JoinHostPort(cfg.Bind, strconv.Itoa(cfg.Port)), Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -46,4 +57,15 @@ func main() {
 		log.Error("serve", "err", err)
 		os.Exit(1)
 	}
+}
+
+// newLogger builds the process logger from log.level and log.format.
+func newLogger(cfg config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level)) // validated by config
+	o := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, o))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, o))
 }
