@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -16,14 +17,18 @@ func benchRegistry(b *testing.B, dir string) (*Registry, []string) {
 	}
 	b.Cleanup(func() { r.Close() })
 	ids := make([]string, 1000)
+	var wg sync.WaitGroup
 	for i := range ids {
 		ids[i] = fmt.Sprintf("worker-%04d", i)
-		w := fullWorker(ids[i])
-		w.CreatedAt = w.CreatedAt.Add(time.Duration(i))
-		if _, err := r.Register(w); err != nil {
-			b.Fatal(err)
-		}
+		wg.Go(func() { // concurrently, so the setup shares writes
+			w := fullWorker(ids[i])
+			w.CreatedAt = w.CreatedAt.Add(time.Duration(i))
+			if _, err := r.Register(w); err != nil {
+				b.Error(err)
+			}
+		})
 	}
+	wg.Wait()
 	return r, ids
 }
 
@@ -72,6 +77,7 @@ func BenchmarkUpdatePersistent(b *testing.B) {
 func BenchmarkUpdatePersistentParallel(b *testing.B) {
 	r, ids := benchRegistry(b, b.TempDir())
 	b.SetParallelism(16)
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
@@ -38,8 +39,9 @@ type store struct {
 	log       *slog.Logger
 	onTimer   func() // flushes lazily committed changes
 
-	dirty bool        // memory holds changes the file does not
-	timer *time.Timer // pending lazy flush, nil when none
+	enc   map[string][]byte // JSON of each committed record, see encode
+	dirty bool              // memory holds changes the file does not
+	timer *time.Timer       // pending lazy flush, nil when none
 }
 
 // openStore creates dir if needed, removes temp files a crash left behind,
@@ -48,7 +50,7 @@ func openStore(dir string, log *slog.Logger) (*store, []*Worker, uint64, error) 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, 0, fmt.Errorf("registry: state dir: %w", err)
 	}
-	s := &store{dir: dir, path: filepath.Join(dir, stateFile), log: log}
+	s := &store{dir: dir, path: filepath.Join(dir, stateFile), log: log, enc: make(map[string][]byte)}
 	if stale, err := filepath.Glob(s.path + ".tmp-*"); err == nil {
 		for _, p := range stale {
 			_ = os.Remove(p) // a write that never reached its rename
@@ -117,25 +119,68 @@ func validate(ws []persistedWorker) error {
 	return nil
 }
 
-// write replaces the state file with ws, atomically and durably: a temp file
-// in the same directory, fsync, rename, fsync of the directory. On error the
-// store is marked dirty, so a later flush rewrites the file even if the
-// rename went through and only the directory sync failed.
-func (s *store) write(ws []*Worker, seq uint64) error {
-	f := stateFileV1{Version: fileVersion, Seq: seq, Workers: make([]persistedWorker, len(ws))}
-	for i, w := range ws {
-		f.Workers[i] = persistedWorker{Worker: *w, Process: w.Process}
-	}
-	data, err := json.Marshal(f)
+// write replaces the state file with the committed records plus the staged
+// ones (nil: removed), atomically and durably: a temp file in the same
+// directory, fsync, rename, fsync of the directory. The caller commits
+// staged to memory if and only if write succeeds. On error the store is
+// marked dirty, so a later flush rewrites the file even if the rename went
+// through and only the directory sync failed.
+func (s *store) write(committed, staged map[string]*Worker, seq uint64) error {
+	data, fresh, err := s.encode(committed, staged, seq)
 	if err == nil {
-		err = writeAtomic(s.path, append(data, '\n'))
+		err = writeAtomic(s.path, data)
 	}
 	if err != nil {
 		s.markDirty()
 		return fmt.Errorf("%w: %s: %w", ErrPersist, s.path, err)
 	}
+	for id, w := range staged {
+		if w == nil {
+			delete(s.enc, id)
+		}
+	}
+	maps.Copy(s.enc, fresh)
 	s.dirty = false
 	return nil
+}
+
+// encode renders the state file. Each record's JSON is cached in s.enc, so a
+// write encodes only what changed since the last one, not every worker.
+// fresh holds the new encodings, for write to keep once the file is in place.
+func (s *store) encode(committed, staged map[string]*Worker, seq uint64) (data []byte, fresh map[string][]byte, err error) {
+	records := mergeRecords(committed, staged)
+	fresh = make(map[string][]byte, len(staged))
+	size := 64
+	parts := make([][]byte, len(records))
+	for i, w := range records {
+		b, cached := s.enc[w.ID]
+		if _, changed := staged[w.ID]; changed || !cached {
+			if b, err = json.Marshal(persistedWorker{Worker: *w, Process: w.Process}); err != nil {
+				return nil, nil, fmt.Errorf("encode worker %s: %w", w.ID, err)
+			}
+			fresh[w.ID] = b
+		}
+		parts[i] = b
+		size += len(b) + 1
+	}
+	// The layout of stateFileV1, written by hand around the cached records.
+	data = make([]byte, 0, size)
+	data = fmt.Appendf(data, `{"version":%d,"seq":%d,"workers":[`, fileVersion, seq)
+	for i, b := range parts {
+		if i > 0 {
+			data = append(data, ',')
+		}
+		data = append(data, b...)
+	}
+	data = append(data, "]}\n"...)
+	return data, fresh, nil
+}
+
+// forget drops the cached encodings of records committed without a write.
+func (s *store) forget(staged map[string]*Worker) {
+	for id := range staged {
+		delete(s.enc, id)
+	}
 }
 
 func writeAtomic(path string, data []byte) (err error) {
@@ -186,7 +231,7 @@ func (s *store) flush(workers map[string]*Worker, seq uint64) {
 	if !s.dirty {
 		return
 	}
-	if err := s.write(mergeRecords(workers, nil), seq); err != nil {
+	if err := s.write(workers, nil, seq); err != nil {
 		s.log.Error("registry: lazy flush failed; retrying", "err", err)
 	}
 }
@@ -201,7 +246,7 @@ func (s *store) close(workers map[string]*Worker, seq uint64) error {
 		return nil
 	}
 	s.onTimer = nil // no retries after Close
-	if err := s.write(mergeRecords(workers, nil), seq); err != nil {
+	if err := s.write(workers, nil, seq); err != nil {
 		return fmt.Errorf("registry: close: %w", err)
 	}
 	return nil

@@ -310,3 +310,26 @@ func TestStateChangeIsNeverLazy(t *testing.T) {
 		t.Fatalf("a state change was not written at once: %+v", got)
 	}
 }
+
+// A lazily committed heartbeat must ride along with the next durable write
+// of any worker (the per-record encoding cache must not serve a stale copy).
+func TestLazyChangeRidesNextWrite(t *testing.T) {
+	dir := t.TempDir()
+	r := openDir(t, dir)
+	mustRegister(t, r, Worker{ID: "a", State: StateIdle})
+	mustRegister(t, r, Worker{ID: "b", State: StateIdle})
+	beat := time.Date(2026, 6, 6, 6, 6, 6, 0, time.UTC)
+	if _, err := r.Update("a", func(w *Worker) error { w.LastHeartbeat = &beat; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Update("b", func(w *Worker) error { w.State = StateBusy; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	r2 := openDir(t, dir)
+	if got := mustGet(t, r2, "a").LastHeartbeat; got == nil || !got.Equal(beat) {
+		t.Fatalf("a's heartbeat missing from the next write: %v", got)
+	}
+	if mustGet(t, r2, "b").State != StateBusy {
+		t.Fatal("b's change missing")
+	}
+}

@@ -441,8 +441,7 @@ func (r *Registry) runBatch(batch []*op) {
 
 	if r.st != nil {
 		if eager {
-			snapshot := mergeRecords(r.workers, staged)
-			if err := r.st.write(snapshot, r.seq+uint64(len(changed))); err != nil {
+			if err := r.st.write(r.workers, staged, r.seq+uint64(len(changed))); err != nil {
 				for _, o := range changed {
 					o.err = fmt.Errorf("%s %s: %w", o.kind, o.id, err)
 					o.res = Worker{}
@@ -450,6 +449,7 @@ func (r *Registry) runBatch(batch []*op) {
 				return
 			}
 		} else {
+			r.st.forget(staged)
 			r.st.markDirty()
 		}
 	}
