@@ -1,3 +1,39 @@
 module github.com/rbee-hive/rbee-hive/httpserver
 
-go 1.26
+go 1.26.0
+
+require (
+	github.com/cenkalti/backoff/v4 v4.3.0
+	github.com/labstack/echo/v4 v4.16.0
+	github.com/rbee-hive/rbee-hive/httpmiddleware v0.0.0-00010101000000-000000000000
+	github.com/rbee-hive/rbee-hive/monitor v0.0.0-00010101000000-000000000000
+	github.com/rbee-hive/rbee-hive/provisioner v0.1.0
+	github.com/rbee-hive/rbee-hive/registry v0.1.0
+	github.com/rbee-hive/rbee-hive/resources v0.1.0
+	go.uber.org/goleak v1.3.0
+)
+
+require (
+	github.com/NVIDIA/go-nvml v0.13.4-1 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/labstack/gommon v0.5.0 // indirect
+	github.com/mattn/go-colorable v0.1.15 // indirect
+	github.com/mattn/go-isatty v0.0.22 // indirect
+	github.com/rbee-hive/rbee-hive/restart v0.1.0 // indirect
+	github.com/valyala/bytebufferpool v1.0.0 // indirect
+	github.com/valyala/fasttemplate v1.2.2 // indirect
+	golang.org/x/crypto v0.53.0 // indirect
+	golang.org/x/net v0.56.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.40.0 // indirect
+)
+
+replace (
+	github.com/rbee-hive/rbee-hive/httpmiddleware => ../httpmiddleware
+	github.com/rbee-hive/rbee-hive/monitor => ../monitor
+	github.com/rbee-hive/rbee-hive/provisioner => ../provisioner
+	github.com/rbee-hive/rbee-hive/registry => ../registry
+	github.com/rbee-hive/rbee-hive/resources => ../resources
+	github.com/rbee-hive/rbee-hive/restart => ../restart
+)
