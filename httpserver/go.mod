@@ -5,8 +5,8 @@ go 1.26.0
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/labstack/echo/v4 v4.16.0
-	github.com/rbee-hive/rbee-hive/httpmiddleware v0.0.0-00010101000000-000000000000
-	github.com/rbee-hive/rbee-hive/monitor v0.0.0-00010101000000-000000000000
+	github.com/rbee-hive/rbee-hive/httpmiddleware v0.1.0
+	github.com/rbee-hive/rbee-hive/monitor v0.1.0
 	github.com/rbee-hive/rbee-hive/provisioner v0.1.0
 	github.com/rbee-hive/rbee-hive/registry v0.1.0
 	github.com/rbee-hive/rbee-hive/resources v0.1.0
