@@ -37,7 +37,8 @@ type persistedWorker struct {
 type store struct {
 	dir, path string
 	log       *slog.Logger
-	onTimer   func() // flushes lazily committed changes
+	onTimer   func()        // flushes lazily committed changes
+	lazyEvery time.Duration // lazyInterval; tests shorten it
 
 	enc   map[string][]byte // JSON of each committed record, see encode
 	dirty bool              // memory holds changes the file does not
@@ -50,7 +51,7 @@ func openStore(dir string, log *slog.Logger) (*store, []*Worker, uint64, error) 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, 0, fmt.Errorf("registry: state dir: %w", err)
 	}
-	s := &store{dir: dir, path: filepath.Join(dir, stateFile), log: log, enc: make(map[string][]byte)}
+	s := &store{dir: dir, path: filepath.Join(dir, stateFile), log: log, enc: make(map[string][]byte), lazyEvery: lazyInterval}
 	if stale, err := filepath.Glob(s.path + ".tmp-*"); err == nil {
 		for _, p := range stale {
 			_ = os.Remove(p) // a write that never reached its rename
@@ -220,7 +221,7 @@ func writeAtomic(path string, data []byte) (err error) {
 func (s *store) markDirty() {
 	s.dirty = true
 	if s.timer == nil && s.onTimer != nil {
-		s.timer = time.AfterFunc(lazyInterval, s.onTimer)
+		s.timer = time.AfterFunc(s.lazyEvery, s.onTimer)
 	}
 }
 

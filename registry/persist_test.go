@@ -1,11 +1,14 @@
 package registry
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -276,6 +279,7 @@ func TestHeartbeatPersistedLazily(t *testing.T) {
 func TestLazyFlushWithoutClose(t *testing.T) {
 	dir := t.TempDir()
 	r := openDir(t, dir)
+	r.st.lazyEvery = 10 * time.Millisecond // before any change: no race
 	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
 	beat := time.Date(2026, 4, 4, 4, 4, 4, 0, time.UTC)
 	if _, err := r.Update("w", func(w *Worker) error { w.LastHeartbeat = &beat; return nil }); err != nil {
@@ -331,5 +335,103 @@ func TestLazyChangeRidesNextWrite(t *testing.T) {
 	}
 	if mustGet(t, r2, "b").State != StateBusy {
 		t.Fatal("b's change missing")
+	}
+}
+
+// syncBuffer collects log output written from the flush timer's goroutine.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor polls cond with a generous bound; it is not a timing assertion.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLazyFlushFailureRetries: a background flush that cannot write is
+// logged and retried until the directory is back.
+func TestLazyFlushFailureRetries(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	logs := &syncBuffer{}
+	r, err := Open(Options{StateDir: dir, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.st.lazyEvery = 10 * time.Millisecond
+	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	beat := time.Date(2026, 7, 7, 7, 7, 7, 0, time.UTC)
+	if _, err := r.Update("w", func(w *Worker) error { w.LastHeartbeat = &beat; return nil }); err != nil {
+		t.Fatalf("a lazy update must not wait for the disk: %v", err)
+	}
+	waitFor(t, "the failed flush to be logged", func() bool { return strings.Contains(logs.String(), "lazy flush failed") })
+
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the retried flush", func() bool {
+		data, err := os.ReadFile(filepath.Join(dir, "workers.json"))
+		return err == nil && strings.Contains(string(data), "2026-07-07T07:07:07Z")
+	})
+}
+
+func TestCloseReportsFailedFlush(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	r, err := Open(Options{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
+	beat := time.Now()
+	if _, err := r.Update("w", func(w *Worker) error { w.LastHeartbeat = &beat; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); !errors.Is(err, ErrPersist) {
+		t.Fatalf("Close = %v, want ErrPersist", err)
+	}
+}
+
+func TestUnreadableStateFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "workers.json")
+	if err := os.Mkdir(path, 0o700); err != nil { // a directory where the file should be
+		t.Fatal(err)
+	}
+	r, err := Open(Options{StateDir: dir})
+	if err == nil {
+		r.Close()
+		t.Fatal("Open accepted an unreadable state file")
+	}
+	if errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("err = %v: want a read error naming %s", err, path)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal("an unreadable file must stay where it is")
 	}
 }
