@@ -171,7 +171,9 @@ type Options struct {
 // and, with a StateDir, written to disk before it is committed to memory and
 // announced to watchers. So a change that returns an error (ErrPersist
 // included) changed nothing: no reader or watcher ever saw it, and the file
-// on disk still holds every worker the registry holds. Concurrent changes
+// on disk still holds every worker the registry holds. (If only the final
+// directory fsync failed, the file may already show the refused change; the
+// store then rewrites it from memory within about a second.) Concurrent changes
 // share one write (group commit): while one write is in flight the next
 // changes queue up, and the first of them to get its turn writes them all.
 //
