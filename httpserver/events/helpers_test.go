@@ -29,14 +29,15 @@ type env struct {
 	hub   *Hub
 	srv   *httptest.Server
 	drops atomic.Int64
+	conns atomic.Int64 // connections the server accepted
 }
 
 // newEnv starts a real registry, a hub and an HTTP server on 127.0.0.1.
 // Everything stops in cleanup.
-func newEnv(t testing.TB, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config, prepare ...func(*Hub)) *env {
 	t.Helper()
 	e := &env{}
-	reg, err := registry.Open(registry.Options{})
+	reg, err := registry.Open(registry.Options{Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,16 @@ func newEnv(t testing.TB, cfg Config) *env {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	e.hub = New(cfg)
-	e.srv = httptest.NewServer(e.hub)
+	for _, p := range prepare {
+		p(e.hub)
+	}
+	e.srv = httptest.NewUnstartedServer(e.hub)
+	e.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			e.conns.Add(1)
+		}
+	}
+	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -460,3 +460,10 @@ func (h *Hub) stop() {
 		h.endLocked(s, ErrHubStopped)
 	}
 }
+
+// subscribers returns how many consumers are subscribed.
+func (h *Hub) subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}

@@ -183,6 +183,11 @@ func (p *Pusher) send(ctx context.Context, s *subscriber, events [][]byte) error
 			return p.hub.reason(s)
 		case <-t.C:
 		}
+		select {
+		case <-s.done: // dropped while waiting: never send a stale batch
+			return p.hub.reason(s)
+		default:
+		}
 	}
 }
 
