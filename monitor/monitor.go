@@ -6,12 +6,10 @@
 package monitor
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"time"
 
-	"github.com/rbee-hive/rbee-hive/provisioner"
 	"github.com/rbee-hive/rbee-hive/registry"
 	"github.com/rbee-hive/rbee-hive/resources"
 	"github.com/rbee-hive/rbee-hive/restart"
@@ -74,9 +72,13 @@ var (
 type FieldError struct {
 	Field  string
 	Reason string
+	Err    error // the cause, e.g. a *provisioner.RefError; may be nil
 }
 
 func (e *FieldError) Error() string { return "invalid " + e.Field + ": " + e.Reason }
+
+// Unwrap returns the cause.
+func (e *FieldError) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrInvalidRequest.
 func (e *FieldError) Is(target error) bool { return target == ErrInvalidRequest }
@@ -127,67 +129,3 @@ type Health struct {
 	RestartCount        int            `json:"restart_count"`
 	LastExit            *registry.Exit `json:"last_exit"`
 }
-
-// Monitor supervises workers. Safe for concurrent use.
-type Monitor struct{}
-
-// New creates a monitor over the registry, the device ledger and the
-// provisioner. It starts nothing until Start.
-func New(cfg Config, reg *registry.Registry, res *resources.Manager, prov *provisioner.Provisioner) (*Monitor, error) {
-	panic("monitor: not implemented")
-}
-
-// Start re-adopts persisted workers (or cleans them up) and starts the health
-// loop. It returns when re-adoption is done.
-func (m *Monitor) Start(ctx context.Context) error { panic("monitor: not implemented") }
-
-// Spawn validates, provisions, reserves, starts and registers a worker in
-// state loading, and returns at once. Every failure releases what it took.
-func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker, error) {
-	panic("monitor: not implemented")
-}
-
-// WaitReady blocks until the worker is ready (idle/busy), failed or removed,
-// or ctx ends.
-func (m *Monitor) WaitReady(ctx context.Context, id string) (registry.Worker, error) {
-	panic("monitor: not implemented")
-}
-
-// AuthenticateWorker reports, in constant time, whether token is the one the
-// worker was given.
-func (m *Monitor) AuthenticateWorker(workerID, token string) bool { panic("monitor: not implemented") }
-
-// Ready handles a worker's ready callback: loading → idle.
-func (m *Monitor) Ready(r ReadyReport) (registry.Worker, error) { panic("monitor: not implemented") }
-
-// Heartbeat handles a worker's heartbeat.
-func (m *Monitor) Heartbeat(h Heartbeat) (registry.Worker, error) { panic("monitor: not implemented") }
-
-// Stop stops a worker by the stop sequence (timeout overrides the grace
-// period when > 0), never restarts it, and removes it from the registry.
-func (m *Monitor) Stop(ctx context.Context, id string, timeout time.Duration) (Outcome, error) {
-	panic("monitor: not implemented")
-}
-
-// StopAll stops every worker in parallel; ctx bounds the whole.
-func (m *Monitor) StopAll(ctx context.Context) { panic("monitor: not implemented") }
-
-// Detach stops supervising without stopping workers, for the next hive to
-// re-adopt (shutdown.leave_workers).
-func (m *Monitor) Detach() { panic("monitor: not implemented") }
-
-// Health returns probe state for one worker ("" for all).
-func (m *Monitor) Health(id string) ([]Health, error) { panic("monitor: not implemented") }
-
-// Logs returns the last n lines of a worker's stdout and stderr.
-func (m *Monitor) Logs(id string, n int) ([]byte, error) { panic("monitor: not implemented") }
-
-// InUse reports whether any worker uses the model (canonical reference).
-func (m *Monitor) InUse(modelRef string) bool { panic("monitor: not implemented") }
-
-// UsersOf returns the ids of workers that use the model.
-func (m *Monitor) UsersOf(modelRef string) []string { panic("monitor: not implemented") }
-
-// Close stops the health loop and waits for every goroutine the monitor
-// owns. It does not stop workers: call StopAll or Detach first.
-func (m *Monitor) Close() error { panic("monitor: not implemented") }

@@ -1,0 +1,461 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rbee-hive/rbee-hive/provisioner"
+	"github.com/rbee-hive/rbee-hive/registry"
+	"github.com/rbee-hive/rbee-hive/resources"
+	"github.com/rbee-hive/rbee-hive/restart"
+)
+
+func TestSpawnReadyByCallbackThenStopGraceful(t *testing.T) {
+	h := newHarness(t, harnessOpts{env: []string{"RBEE_REF_VRAM_BYTES=1234", "RBEE_REF_PRINT_LINES=3"}})
+	w := h.spawn("")
+	if w.State != registry.StateLoading || w.PID <= 0 || w.Port < h.cfg.PortMin || w.Port > h.cfg.PortMax {
+		t.Fatalf("spawned record: %+v", w)
+	}
+	if !strings.HasPrefix(w.ID, "worker-") || w.RestartPolicy != "on-failure" || w.Backend != "cpu" {
+		t.Fatalf("spawned record: %+v", w)
+	}
+	if h.reservedBytes() == 0 {
+		t.Fatal("no memory reserved for the worker")
+	}
+	ready := h.waitReady(w.ID)
+	if ready.State != registry.StateIdle || ready.ReadyAt == nil || ready.VRAMBytes != 1234 ||
+		ready.URL != "http://127.0.0.1:"+strconv.Itoa(w.Port) {
+		t.Fatalf("ready record: %+v", ready)
+	}
+	waitUntil(t, "the observer to see the ready", func() bool {
+		h.obs.mu.Lock()
+		defer h.obs.mu.Unlock()
+		return h.obs.readies == 1
+	})
+	if h.mon().AuthenticateWorker(w.ID, "wrong") || h.mon().AuthenticateWorker("worker-nope", "") {
+		t.Fatal("a wrong token authenticated")
+	}
+	logs := h.logs(w.ID)
+	if !strings.Contains(logs, "rbee-ref line 3") {
+		t.Fatalf("logs lack the worker's output:\n%s", logs)
+	}
+	if got, _ := h.mon().Logs(w.ID, 1); strings.Count(string(got), "\n") != 1 {
+		t.Fatalf("Logs(1) = %q", got)
+	}
+	if !h.mon().InUse(w.ModelRef) || len(h.mon().UsersOf(w.ModelRef)) != 1 {
+		t.Fatal("model not in use")
+	}
+
+	out, err := h.mon().Stop(context.Background(), w.ID, 0)
+	if err != nil || out != OutcomeGraceful {
+		t.Fatalf("stop = %q, %v", out, err)
+	}
+	if _, err := h.reg.Get(w.ID); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("record after stop: %v", err)
+	}
+	if !pidGone(w.PID) {
+		t.Fatal("worker process survived the stop")
+	}
+	waitUntil(t, "the process group to be gone", func() bool { return groupGone(w.PID) })
+	if h.reservedBytes() != 0 || h.portsHeld() != 0 {
+		t.Fatalf("after stop: reserved %d, ports %d", h.reservedBytes(), h.portsHeld())
+	}
+	if _, err := h.mon().Stop(context.Background(), w.ID, 0); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("second stop: %v", err)
+	}
+}
+
+func TestSpawnReadyByPoll(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		env: []string{"RBEE_REF_READINESS=none", "RBEE_REF_LOAD_DELAY=100ms", "RBEE_REF_BUSY=1"},
+		cfg: func(c *Config) { c.Readiness = ReadinessPoll; c.HealthInterval = 20 * time.Millisecond },
+	})
+	w := h.spawn("")
+	ready := h.waitReady(w.ID)
+	if ready.ReadyAt == nil {
+		t.Fatalf("ready record: %+v", ready)
+	}
+	// The health probes apply the body's state.
+	h.waitFor(w.ID, "busy from the probe body", func(w registry.Worker) bool { return w.State == registry.StateBusy })
+	hs, err := h.mon().Health(w.ID)
+	if err != nil || len(hs) != 1 || !hs[0].Healthy || hs[0].LastProbeAt == nil {
+		t.Fatalf("health = %+v, %v", hs, err)
+	}
+}
+
+func TestReadyTimeoutIsAFailedStart(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		env: []string{"RBEE_REF_READINESS=none"}, // never calls back
+		cfg: func(c *Config) { c.ReadyTimeout = 300 * time.Millisecond },
+	})
+	w := h.spawn("never")
+	_, err := h.mon().WaitReady(context.Background(), w.ID)
+	if !errors.Is(err, ErrSpawnFailed) {
+		t.Fatalf("wait ready: %v", err)
+	}
+	f := h.waitFor(w.ID, "failed", func(w registry.Worker) bool { return w.State == registry.StateFailed })
+	if f.LastExit == nil || f.LastExit.Reason != string(restart.ExitStartFailed) || f.LastExit.Signal != "SIGKILL" ||
+		!strings.Contains(f.LastError, "not ready within") {
+		t.Fatalf("failed record: %+v exit %+v", f, f.LastExit)
+	}
+	if !pidGone(w.PID) || h.reservedBytes() != 0 {
+		t.Fatal("a timed-out worker kept its process or memory")
+	}
+}
+
+func TestCrashRestartsWithANewPID(t *testing.T) {
+	h := newHarness(t, harnessOpts{env: []string{"RBEE_REF_CRASH_AFTER=150ms", "RBEE_REF_EXIT_CODE=3"}})
+	w := h.spawn("on-failure")
+	h.waitReady(w.ID)
+	again := h.waitFor(w.ID, "restarted and ready", func(x registry.Worker) bool {
+		return x.RestartCount >= 1 && x.PID != 0 && x.PID != w.PID && x.State == registry.StateIdle
+	})
+	if again.LastExit == nil || again.LastExit.Code == nil || *again.LastExit.Code != 3 ||
+		again.LastExit.Reason != string(restart.ExitError) {
+		t.Fatalf("last exit: %+v", again.LastExit)
+	}
+	if !pidGone(w.PID) {
+		t.Fatal("the crashed process is still there")
+	}
+	h.obs.mu.Lock()
+	reasons := append([]string(nil), h.obs.restarts...)
+	h.obs.mu.Unlock()
+	if len(reasons) == 0 || reasons[0] != "error" {
+		t.Fatalf("observer restarts: %v", reasons)
+	}
+}
+
+func TestPolicyNeverFails(t *testing.T) {
+	h := newHarness(t, harnessOpts{env: []string{"RBEE_REF_CRASH_AFTER=50ms", "RBEE_REF_EXIT_CODE=7"}})
+	w := h.spawn("never")
+	h.waitReady(w.ID)
+	f := h.waitFor(w.ID, "failed", func(w registry.Worker) bool { return w.State == registry.StateFailed })
+	if f.RestartCount != 0 || f.LastExit == nil || *f.LastExit.Code != 7 || !strings.Contains(f.LastError, "policy never") {
+		t.Fatalf("failed record: %+v exit %+v", f, f.LastExit)
+	}
+	if h.reservedBytes() != 0 || h.portsHeld() != 0 {
+		t.Fatal("a failed worker kept its memory or port")
+	}
+	// A failed worker is kept until it is shut down.
+	if out, err := h.mon().Stop(context.Background(), w.ID, 0); err != nil || out != OutcomeGraceful {
+		t.Fatalf("stop failed worker: %q %v", out, err)
+	}
+	if h.reg.Len() != 0 {
+		t.Fatal("record kept after stop")
+	}
+}
+
+func TestCrashLoopFailsAfterBudget(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		env: []string{"RBEE_REF_CRASH_AT_START=1"},
+		cfg: func(c *Config) { c.Restart.MaxRestarts = 2 },
+	})
+	w := h.spawn("always")
+	f := h.waitFor(w.ID, "failed", func(w registry.Worker) bool { return w.State == registry.StateFailed })
+	if f.RestartCount != 2 || !strings.Contains(f.LastError, "budget exhausted") {
+		t.Fatalf("failed record: %+v", f)
+	}
+	if _, err := h.mon().WaitReady(context.Background(), w.ID); !errors.Is(err, ErrSpawnFailed) {
+		t.Fatalf("wait ready of a failed worker: %v", err)
+	}
+}
+
+func TestHangIsUnhealthyThenRestarted(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		env: []string{"RBEE_REF_HANG_AFTER=100ms", "RBEE_REF_IGNORE_SIGTERM=1"},
+		cfg: func(c *Config) {
+			c.HealthInterval = 20 * time.Millisecond
+			c.HealthTimeout = 50 * time.Millisecond
+			c.FailureThreshold = 2
+			c.TermTimeout = 100 * time.Millisecond
+		},
+	})
+	w := h.spawn("")
+	h.waitReady(w.ID)
+	again := h.waitFor(w.ID, "restart after unhealthy", func(x registry.Worker) bool {
+		return x.RestartCount >= 1 && x.PID != w.PID && x.PID != 0
+	})
+	if again.LastExit == nil || again.LastExit.Reason != string(restart.ExitUnhealthy) || again.LastExit.Signal != "SIGKILL" {
+		t.Fatalf("last exit: %+v", again.LastExit)
+	}
+	h.obs.mu.Lock()
+	failures := h.obs.probeFailures
+	h.obs.mu.Unlock()
+	if failures < 2 {
+		t.Fatalf("observer saw %d probe failures", failures)
+	}
+}
+
+// childPID reads the pid the reference worker printed for its child.
+func childPID(t *testing.T, h *harness, id string) int {
+	t.Helper()
+	re := regexp.MustCompile(`rbee-ref child (\d+)`)
+	var pid int
+	waitUntil(t, "child pid in the log", func() bool {
+		b, _ := h.mon().Logs(id, 0)
+		if m := re.FindSubmatch(b); m != nil {
+			pid, _ = strconv.Atoi(string(m[1]))
+			return true
+		}
+		return false
+	})
+	return pid
+}
+
+func TestStopOutcomesKillTheWorkersChildToo(t *testing.T) {
+	cases := []struct {
+		name  string
+		env   []string
+		grace time.Duration
+		want  Outcome
+	}{
+		{"graceful", nil, 10 * time.Second, OutcomeGraceful},
+		{"sigterm", []string{"RBEE_REF_SHUTDOWN_DELAY=1h"}, 100 * time.Millisecond, OutcomeTerminated},
+		{"sigkill", []string{"RBEE_REF_SHUTDOWN_DELAY=1h", "RBEE_REF_IGNORE_SIGTERM=1"}, 100 * time.Millisecond, OutcomeKilled},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{
+				env: append([]string{"RBEE_REF_SPAWN_CHILD=1"}, c.env...),
+				cfg: func(cfg *Config) { cfg.Grace = c.grace; cfg.TermTimeout = 200 * time.Millisecond },
+			})
+			w := h.spawn("always") // a stop is never followed by a restart, whatever the policy
+			h.waitReady(w.ID)
+			child := childPID(t, h, w.ID)
+			out, err := h.mon().Stop(context.Background(), w.ID, 0)
+			if err != nil || out != c.want {
+				t.Fatalf("stop = %q, %v; want %q", out, err, c.want)
+			}
+			waitUntil(t, "the worker's child to die", func() bool { return pidGone(child) })
+			// The orphaned child is reaped by init; then the group is empty.
+			waitUntil(t, "the process group to be gone", func() bool { return groupGone(w.PID) })
+			if h.reg.Len() != 0 || h.reservedBytes() != 0 || h.portsHeld() != 0 {
+				t.Fatal("stop left a record, memory or a port")
+			}
+			time.Sleep(50 * time.Millisecond) // no restart may follow
+			if h.reg.Len() != 0 || len(childrenOf(os.Getpid())) != 0 {
+				t.Fatal("a stopped worker came back")
+			}
+		})
+	}
+}
+
+func TestStopCancelsBackoff(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		env: []string{"RBEE_REF_CRASH_AT_START=1"},
+		cfg: func(c *Config) {
+			c.Restart.Backoff = restart.Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 2}
+		},
+	})
+	w := h.spawn("always")
+	h.waitFor(w.ID, "restarting", func(w registry.Worker) bool { return w.State == registry.StateRestarting })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := h.mon().Stop(ctx, w.ID, 0); err != nil {
+		t.Fatalf("stop during backoff: %v", err)
+	}
+	if h.reg.Len() != 0 {
+		t.Fatal("record kept")
+	}
+}
+
+func TestSpawnValidationLeavesNothing(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	neg := -1
+	cases := []struct {
+		req   SpawnRequest
+		field string
+	}{
+		{SpawnRequest{ModelRef: h.modelRef, Backend: "rocm"}, "backend"},
+		{SpawnRequest{ModelRef: h.modelRef, Backend: "cpu", Device: &neg}, "device"},
+		{SpawnRequest{ModelRef: h.modelRef, Backend: "cpu", RestartPolicy: "sometimes"}, "restart_policy"},
+		{SpawnRequest{ModelRef: "file:/elsewhere/model.gguf", Backend: "cpu"}, "model_ref"},
+		{SpawnRequest{ModelRef: "hf:a/../b", Backend: "cpu"}, "model_ref"},
+	}
+	for _, c := range cases {
+		_, err := h.mon().Spawn(context.Background(), c.req)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field || !errors.Is(err, ErrInvalidRequest) {
+			t.Errorf("%+v: err = %v, want field %s", c.req, err, c.field)
+		}
+	}
+	_, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: "hf:a/../b", Backend: "cpu"})
+	if !errors.Is(err, provisioner.ErrInvalidRef) {
+		t.Errorf("model_ref error does not wrap the RefError: %v", err)
+	}
+	if _, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cuda"}); !errors.Is(err, ErrBackendUnavailable) {
+		t.Errorf("cuda without NVML: %v", err)
+	}
+	if h.reg.Len() != 0 || h.reservedBytes() != 0 || h.portsHeld() != 0 || len(childrenOf(os.Getpid())) != 0 {
+		t.Fatal("a refused spawn left something behind")
+	}
+}
+
+func TestExecFailureLeavesNothing(t *testing.T) {
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.Command = []string{"/nonexistent/worker", "{port}"} }})
+	_, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cpu"})
+	if !errors.Is(err, ErrSpawnFailed) {
+		t.Fatalf("spawn: %v", err)
+	}
+	if h.reg.Len() != 0 || h.reservedBytes() != 0 || h.portsHeld() != 0 {
+		t.Fatal("a failed exec left something behind")
+	}
+}
+
+func TestNoFreePort(t *testing.T) {
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.PortMax = c.PortMin }})
+	w := h.spawn("")
+	h.waitReady(w.ID) // the worker holds the only port
+	_, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cpu"})
+	if !errors.Is(err, ErrSpawnFailed) || !strings.Contains(err.Error(), "no free port") {
+		t.Fatalf("spawn with no free port: %v", err)
+	}
+	if h.reg.Len() != 1 || h.portsHeld() != 1 {
+		t.Fatal("the refused spawn left something behind")
+	}
+}
+
+func TestConcurrentSpawnsNeverShareAPortOrOversubscribe(t *testing.T) {
+	// dgxh100: 8 GPUs of 80 GiB. Each worker needs 50 GiB, so one per GPU.
+	h := newHarness(t, harnessOpts{nvml: "dgxh100", vram: 50 << 30})
+	const n = 12
+	var wg sync.WaitGroup
+	results := make([]registry.Worker, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cuda"})
+		}()
+	}
+	wg.Wait()
+	ports, devices := map[int]bool{}, map[int]bool{}
+	ok := 0
+	for i := range n {
+		if errs[i] != nil {
+			var ime *resources.InsufficientMemoryError
+			if !errors.As(errs[i], &ime) {
+				t.Fatalf("spawn %d: %v", i, errs[i])
+			}
+			continue
+		}
+		ok++
+		w := results[i]
+		if ports[w.Port] || devices[w.Device] {
+			t.Fatalf("port %d or device %d given twice", w.Port, w.Device)
+		}
+		ports[w.Port], devices[w.Device] = true, true
+	}
+	if ok != 8 {
+		t.Fatalf("%d spawns succeeded, want 8", ok)
+	}
+	for _, w := range results {
+		if w.ID != "" {
+			h.waitReady(w.ID)
+		}
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	w := h.spawn("")
+	h.waitReady(w.ID)
+	vram := int64(99)
+	got, err := h.mon().Heartbeat(Heartbeat{WorkerID: w.ID, State: registry.StateBusy, VRAMBytes: &vram})
+	if err != nil || got.State != registry.StateBusy || got.VRAMBytes != 99 || got.LastHeartbeat == nil {
+		t.Fatalf("heartbeat: %+v %v", got, err)
+	}
+	if _, err := h.mon().Heartbeat(Heartbeat{WorkerID: "worker-x"}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("unknown worker: %v", err)
+	}
+	if _, err := h.mon().Heartbeat(Heartbeat{WorkerID: w.ID, State: registry.StateFailed}); !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("bad state: %v", err)
+	}
+	// Ready of a worker that is not loading is a state error.
+	if _, err := h.mon().Ready(ReadyReport{WorkerID: w.ID}); !errors.Is(err, registry.ErrInvalidTransition) {
+		t.Fatalf("second ready: %v", err)
+	}
+	if _, err := h.mon().Ready(ReadyReport{WorkerID: "worker-x"}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("ready of unknown worker: %v", err)
+	}
+}
+
+func TestReadoptAfterMonitorDropped(t *testing.T) {
+	state := t.TempDir()
+	h := newHarness(t, harnessOpts{stateDir: state, cfg: func(c *Config) { c.HealthInterval = 50 * time.Millisecond }})
+	keep := h.spawn("")
+	lost := h.spawn("on-failure")
+	gone := h.spawn("never")
+	for _, w := range []registry.Worker{keep, lost, gone} {
+		h.waitReady(w.ID)
+	}
+	// The hive goes away without stopping its workers.
+	old := h.mon()
+	old.Detach()
+	old.Close()
+	h.reg.Close()
+	// Meanwhile two workers die.
+	for _, w := range []registry.Worker{lost, gone} {
+		killGroup(w.PID)
+		waitUntil(t, "worker dead", func() bool { return pidGone(w.PID) })
+	}
+	reapOurChild(lost.PID)
+	reapOurChild(gone.PID)
+
+	h.openRegistry()
+	h.newMonitor()
+	adopted := h.waitFor(keep.ID, "adopted", func(w registry.Worker) bool { return w.State == registry.StateIdle })
+	if adopted.PID != keep.PID {
+		t.Fatalf("adopted pid %d, want %d", adopted.PID, keep.PID)
+	}
+	restarted := h.waitFor(lost.ID, "restarted", func(w registry.Worker) bool {
+		return w.State == registry.StateIdle && w.PID != lost.PID && w.PID != 0
+	})
+	if restarted.RestartCount != 1 {
+		t.Fatalf("restarted record: %+v", restarted)
+	}
+	failed := h.waitFor(gone.ID, "failed", func(w registry.Worker) bool { return w.State == registry.StateFailed })
+	if !strings.Contains(failed.LastError, "policy never") {
+		t.Fatalf("failed record: %+v", failed)
+	}
+	// The adopted worker's exit is seen through its pidfd and restarted.
+	killGroup(keep.PID)
+	h.waitFor(keep.ID, "adopted worker restarted", func(w registry.Worker) bool {
+		return w.State == registry.StateIdle && w.PID != keep.PID && w.PID != 0
+	})
+	// The hive's reservations cover the two live workers again.
+	if h.reservedBytes() == 0 {
+		t.Fatal("re-adopted workers hold no memory")
+	}
+}
+
+func killGroup(pgid int) { _ = syscallKill(-pgid) }
+
+// reapOurChild reaps pid if it is a child of the test process (workers the
+// dropped monitor started are): a real hive restart has no such parent.
+func reapOurChild(pid int) { _ = waitPid(pid) }
+
+func TestDetachLeavesWorkersRunning(t *testing.T) {
+	h := newHarness(t, harnessOpts{stateDir: t.TempDir()})
+	w := h.spawn("")
+	h.waitReady(w.ID)
+	h.mon().Detach()
+	if pidGone(w.PID) {
+		t.Fatal("detach stopped the worker")
+	}
+	if _, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cpu"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("spawn after detach: %v", err)
+	}
+	h.mon().Close()
+	killGroup(w.PID)
+	waitUntil(t, "worker dead", func() bool { return pidGone(w.PID) })
+	reapOurChild(w.PID)
+}

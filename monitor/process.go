@@ -1,0 +1,182 @@
+package monitor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// process is one OS process of a worker: started by this monitor or
+// re-adopted from a previous hive. Its exit is watched through a pidfd.
+type process struct {
+	pid       int // also its process group id
+	startTime uint64
+	startedAt time.Time
+	pidfd     *os.File
+
+	exited chan struct{} // closed once the process has ended (and was reaped, if ours)
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Valid after exited is closed.
+	known  bool // the exit status is known (not for re-adopted workers)
+	code   int
+	signal string
+
+	unhealthy   atomic.Bool // killed for failing health probes
+	startFailed atomic.Bool // killed for not becoming ready in time
+}
+
+func (p *process) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// signalGroup sends sig to the process's whole group. ESRCH (the group is
+// gone) is not an error.
+func (p *process) signalGroup(sig syscall.Signal) {
+	if err := unix.Kill(-p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		// EPERM would mean the pid now names someone else's group: leave it.
+		_ = err
+	}
+}
+
+// startProcess starts argv in its own process group with stdout and stderr
+// going to logf, on the forker thread, and begins watching its exit.
+func (m *Monitor) startProcess(argv, env []string, logf *os.File) (*process, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if cmd.Err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSpawnFailed, cmd.Err)
+	}
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logf, logf // an *os.File: no copying goroutine, and the file outlives the hive
+	pidfd := -1
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd}
+	if !m.cfg.Persistent {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
+	var startErr error
+	if err := m.onForker(func() { startErr = cmd.Start() }); err != nil {
+		return nil, err
+	}
+	if startErr != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSpawnFailed, startErr)
+	}
+	pid := cmd.Process.Pid
+	if pidfd < 0 {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return nil, fmt.Errorf("%w: pidfd: %v", ErrSpawnFailed, err)
+		}
+		pidfd = fd
+	}
+	// We reap through the pidfd; os/exec keeps its own handle, not needed.
+	_ = cmd.Process.Release()
+	st, _ := procStartTime(pid)
+	return m.watchProcess(pid, pidfd, st, true)
+}
+
+// adoptProcess watches a process this monitor did not start.
+func (m *Monitor) adoptProcess(pid int, startTime uint64) (*process, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	return m.watchProcess(pid, fd, startTime, false)
+}
+
+func (m *Monitor) watchProcess(pid, fd int, startTime uint64, child bool) (*process, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pidfd nonblock: %w", err)
+	}
+	p := &process{pid: pid, startTime: startTime, startedAt: time.Now(),
+		pidfd: os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid)), exited: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancel(m.ctx)
+	m.wg.Add(1)
+	go m.waitExit(p, child)
+	return p, nil
+}
+
+// waitExit waits (in the runtime's poller, no thread held) until the pidfd
+// is readable, that is the process has exited. Closing the pidfd (detach)
+// ends the wait without reaping.
+func (m *Monitor) waitExit(p *process, child bool) {
+	defer m.wg.Done()
+	defer p.cancel()
+	rc, err := p.pidfd.SyscallConn()
+	if err == nil {
+		err = rc.Read(func(fd uintptr) bool {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, perr := unix.Poll(fds, 0)
+			return perr == nil && n > 0
+		})
+	}
+	if err != nil {
+		return // detached: the pidfd was closed
+	}
+	// The process is a zombie now (when ours), so its pid, and with it the
+	// group id, cannot be reused: kill what is left of the group first.
+	p.signalGroup(syscall.SIGKILL)
+	var ws unix.WaitStatus
+	opts := 0
+	if !child {
+		// Not started by us: reap only if it is our child after all (a
+		// monitor dropped in this process); never block on someone else's.
+		opts = unix.WNOHANG
+	}
+	for {
+		wpid, err := unix.Wait4(p.pid, &ws, opts, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err == nil && wpid == p.pid {
+			p.known = true
+			if ws.Signaled() {
+				p.signal = unix.SignalName(ws.Signal())
+				p.code = -1
+			} else {
+				p.code = ws.ExitStatus()
+			}
+		}
+		break
+	}
+	_ = p.pidfd.Close()
+	close(p.exited)
+}
+
+// release lets go of a process without waiting for it (detach).
+func (p *process) release() { _ = p.pidfd.Close() }
+
+// procStartTime reads field 22 of /proc/<pid>/stat: the start time in clock
+// ticks since boot, which tells a process from a later one with its pid.
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	fields := bytes.Fields(b[i+1:]) // fields[0] is field 3 (state)
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	return strconv.ParseUint(string(fields[19]), 10, 64)
+}
