@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/rbee-hive/rbee-hive/httpmiddleware"
+	"github.com/rbee-hive/rbee-hive/metrics"
 	"github.com/rbee-hive/rbee-hive/monitor"
 	"github.com/rbee-hive/rbee-hive/provisioner"
 	"github.com/rbee-hive/rbee-hive/registry"
@@ -31,7 +32,7 @@ type Config struct {
 	Resources   *resources.Manager
 	Provisioner *provisioner.Provisioner // nil: model routes answer 503 UNAVAILABLE
 	Monitor     *monitor.Monitor         // nil: worker routes answer 503 UNAVAILABLE
-	Metrics     MetricsSink              // nil: /metrics answers 503, requests are not counted
+	Metrics     *metrics.Metrics         // nil: /metrics answers 503, requests are not counted
 	Lifecycle   Lifecycle                // nil: admin shutdown answers 503
 	Events      http.Handler             // GET /v1/events; nil: 503 with the envelope
 	Token       string                   // admin bearer token; "" = no auth (cmd allows that on loopback only)
@@ -39,12 +40,6 @@ type Config struct {
 	Logger      *slog.Logger
 	Version     string
 	StartedAt   time.Time
-}
-
-// MetricsSink is what the server needs of *metrics.Metrics.
-type MetricsSink interface {
-	Handler() http.Handler
-	ObserveRequest(method, route string, code int, d time.Duration)
 }
 
 // Server is the HTTP API. Build it with New, serve Handler (or
@@ -96,12 +91,9 @@ func New(cfg Config) (*Server, error) {
 	})
 	var observe httpmiddleware.Observer
 	if cfg.Metrics != nil {
-		observe = func(method, route string, status int, d time.Duration) {
-			if route == "" {
-				route = "unmatched" // never the raw path: unbounded label values
-			}
-			cfg.Metrics.ObserveRequest(method, route, status, d)
-		}
+		// route is the template or "" (metrics labels that "unmatched"):
+		// never the raw path, whose values are unbounded.
+		observe = cfg.Metrics.ObserveRequest
 	}
 	s.handler = httpmiddleware.Stack(httpmiddleware.Config{
 		Logger:  cfg.Logger,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rbee-hive/rbee-hive/httpmiddleware"
 	"github.com/rbee-hive/rbee-hive/httpserver/client"
+	"github.com/rbee-hive/rbee-hive/metrics"
 	"github.com/rbee-hive/rbee-hive/registry"
 )
 
@@ -317,52 +318,47 @@ func TestUnconfiguredParts(t *testing.T) {
 	h.do("POST", "/v1/admin/shutdown", "").expectError(t, 503, CodeUnavailable, "")
 }
 
-// sink records what the server reports for metrics.
-type sink struct {
-	mu    chan struct{}
-	calls []string
-}
-
-func (s *sink) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("rbee_hive_workers_total 0\n")) })
-}
-
-func (s *sink) ObserveRequest(method, route string, code int, d time.Duration) {
-	s.mu <- struct{}{}
-	s.calls = append(s.calls, method+" "+route+" "+http.StatusText(code))
-	<-s.mu
-}
-
 func TestMetricsRoutesAndRequestObservation(t *testing.T) {
-	m := &sink{mu: make(chan struct{}, 1)}
 	events := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Write([]byte("event: hello\ndata: {}\n\n"))
 	})
-	h := newHarness(t, func(c *Config) { c.Metrics = m; c.Events = events })
+	var m *metrics.Metrics
+	h := newHarness(t, func(c *Config) {
+		m = metrics.New(c.Registry, c.Resources, nil)
+		c.Metrics = m
+		c.Events = events
+	})
 	c := client.New(h.srv.URL, testToken)
-	text, err := c.Metrics(t.Context())
-	if err != nil || !strings.Contains(string(text), "rbee_hive_workers_total") {
-		t.Fatalf("metrics: %v %q", err, text)
-	}
-	if a := h.do("GET", "/metrics", ""); a.status != 200 {
-		t.Fatalf("/metrics: %d", a.status)
-	}
 	if a := h.do("GET", "/v1/events", ""); a.status != 200 || !strings.Contains(string(a.body), "event: hello") {
 		t.Fatalf("/v1/events: %d %s", a.status, a.body)
 	}
 	h.do("GET", "/v1/models/provision/prov-secret-id", "")
 	h.do("GET", "/v1/some/raw/path", "")
 	h.do("GET", "/v1/status", "", "-")
-
-	m.mu <- struct{}{}
-	defer func() { <-m.mu }()
-	want := []string{
-		"GET /v1/metrics OK", "GET /metrics OK", "GET /v1/events OK",
-		"GET /v1/models/provision/:id Service Unavailable", "GET unmatched Not Found", "GET unmatched Unauthorized",
+	if a := h.do("GET", "/metrics", ""); a.status != 200 {
+		t.Fatalf("/metrics: %d", a.status)
 	}
-	if strings.Join(m.calls, "|") != strings.Join(want, "|") {
-		t.Fatalf("observed:\n%s\nwant:\n%s", strings.Join(m.calls, "\n"), strings.Join(want, "\n"))
+	text, err := c.Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`rbee_hive_requests_total{code="200",method="GET",route="/v1/events"} 1`,
+		`rbee_hive_requests_total{code="503",method="GET",route="/v1/models/provision/:id"} 1`,
+		`rbee_hive_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`rbee_hive_requests_total{code="401",method="GET",route="unmatched"} 1`,
+		`rbee_hive_requests_total{code="200",method="GET",route="/metrics"} 1`,
+		`rbee_hive_workers_by_state{state="idle"} 0`,
+	} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for _, leak := range []string{"prov-secret-id", "/v1/some/raw/path"} {
+		if strings.Contains(string(text), leak) {
+			t.Errorf("a raw path reached a metric label: %s", leak)
+		}
 	}
 }
 

@@ -65,11 +65,7 @@ func (s *Server) metrics(c echo.Context) error {
 	if s.cfg.Metrics == nil {
 		return unavailable("metrics")
 	}
-	h := s.cfg.Metrics.Handler()
-	if h == nil {
-		return unavailable("metrics")
-	}
-	h.ServeHTTP(c.Response(), c.Request())
+	s.cfg.Metrics.Handler().ServeHTTP(c.Response(), c.Request())
 	return nil
 }
 
