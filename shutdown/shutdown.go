@@ -58,7 +58,7 @@ type Coordinator struct {
 	shutting  atomic.Bool
 	reason    atomic.Pointer[string]
 	running   atomic.Bool
-	listening chan struct{} // closed once Run handles the signals (tests)
+	sigs      chan os.Signal
 }
 
 // New creates a coordinator. workers may be nil (nothing to stop), a typed
@@ -79,14 +79,18 @@ func New(cfg Config, workers WorkerStopper, beforeStop ...func()) *Coordinator {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Coordinator{
+	c := &Coordinator{
 		cfg:       cfg,
 		log:       log.With("component", "shutdown"),
 		workers:   workers,
 		hooks:     beforeStop,
 		requested: make(chan struct{}),
-		listening: make(chan struct{}),
+		sigs:      make(chan os.Signal, 2),
 	}
+	// Caught from here on, so a signal between New and Run (while the
+	// daemon finishes starting) is not the default action of killing it.
+	signal.Notify(c.sigs, cfg.Signals...)
+	return c
 }
 
 // RequestShutdown starts the shutdown. Only the first call counts; it never
@@ -119,16 +123,14 @@ func (c *Coordinator) Reason() string {
 // LeaveWorkers), all within Config.Timeout. It returns nil when the drain
 // finished in time, an error matching context.DeadlineExceeded when it did
 // not, ErrInterrupted when a second signal cut it short, and ctx.Err() when
-// ctx ended before any request (nothing drained). Run owns the signal
-// handling from its start to its return.
+// ctx ended before any request (nothing drained). The signals are caught
+// from New until Run returns; call Run once, soon after New.
 func (c *Coordinator) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, c.cfg.Signals...)
+	sigs := c.sigs
 	defer signal.Stop(sigs)
-	close(c.listening)
 
 	select {
 	case <-ctx.Done():

@@ -64,7 +64,6 @@ func runAsync(t *testing.T, c *Coordinator, ctx context.Context) <-chan error {
 	go func() { done <- c.Run(ctx) }()
 	t.Cleanup(func() {
 		c.RequestShutdown("test cleanup")
-		<-c.listening
 	})
 	return done
 }
@@ -147,7 +146,6 @@ func TestSIGTERM(t *testing.T) {
 	rec := newRecorder(false)
 	c := New(Config{Logger: quiet}, rec) // default signals
 	done := runAsync(t, c, t.Context())
-	<-c.listening
 	kill(t, syscall.SIGTERM)
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
@@ -165,7 +163,6 @@ func TestSecondSignalCutsTheDrainShort(t *testing.T) {
 	rec := newRecorder(true) // stops only when its context ends
 	c := New(Config{Timeout: time.Hour, Logger: quiet, Signals: []os.Signal{syscall.SIGUSR1}}, rec)
 	done := runAsync(t, c, t.Context())
-	<-c.listening
 	kill(t, syscall.SIGUSR1)
 	<-rec.entered
 	kill(t, syscall.SIGUSR1)
