@@ -23,6 +23,7 @@ import (
 
 	"github.com/rbee-hive/rbee-hive/monitor/workertest"
 	"github.com/rbee-hive/rbee-hive/provisioner"
+	"github.com/rbee-hive/rbee-hive/provisioner/hubtest"
 	"github.com/rbee-hive/rbee-hive/registry"
 	"github.com/rbee-hive/rbee-hive/resources"
 	"github.com/rbee-hive/rbee-hive/restart"
@@ -37,44 +38,6 @@ func TestMain(m *testing.M) {
 	}
 	goleak.VerifyTestMain(m)
 }
-
-// localModels serves file: references of models in one directory, the way
-// the provisioner resolves refs inside provisioner.local_dirs, with sizes
-// and catalog vram the test chooses. The provisioner's own tests cover the
-// hub; here the model is only a path the worker is given.
-type localModels struct {
-	dir  string
-	vram int64 // vram_bytes of every model (0: size × 1.2)
-}
-
-func (l *localModels) Resolve(ref string) (provisioner.Ref, error) {
-	r, err := provisioner.ParseRef(ref)
-	if err != nil {
-		return provisioner.Ref{}, err
-	}
-	if r.Kind != provisioner.KindFile || filepath.Dir(r.File) != l.dir {
-		return provisioner.Ref{}, &provisioner.RefError{Ref: ref, Rule: "outside local dirs"}
-	}
-	return r, nil
-}
-
-func (l *localModels) Cached(ref string) (provisioner.Model, bool) {
-	r, err := l.Resolve(ref)
-	if err != nil {
-		return provisioner.Model{}, false
-	}
-	fi, err := os.Stat(r.File)
-	if err != nil {
-		return provisioner.Model{}, false
-	}
-	return provisioner.Model{Ref: r.String(), LocalPath: r.File, SizeBytes: fi.Size(), VRAMBytes: l.vram}, true
-}
-
-func (l *localModels) Start(ref string) (*provisioner.Provision, error) {
-	return nil, fmt.Errorf("%w: %s", provisioner.ErrModelNotFound, ref)
-}
-
-func (l *localModels) Catalog() []provisioner.CatalogEntry { return nil }
 
 // recorder is an Observer that counts.
 type recorder struct {
@@ -100,7 +63,8 @@ type harness struct {
 	m        *Monitor
 	reg      *registry.Registry
 	res      *resources.Manager
-	models   *localModels
+	prov     *provisioner.Provisioner
+	hub      *hubtest.Server
 	hive     *httptest.Server
 	obs      *recorder
 	cfg      Config
@@ -114,7 +78,8 @@ type harnessOpts struct {
 	cfg      func(*Config)
 	nvml     string // go-nvml mock name; "" disables CUDA
 	stateDir string
-	vram     int64
+	vram     int64 // catalog vram_bytes of the model (0: size × 1.2)
+	uncached bool  // do not provision the model before the test
 }
 
 func testConfig(t testing.TB) Config {
@@ -155,14 +120,39 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	checkNoLeftovers(t)
 	h := &harness{t: t, obs: &recorder{}, stateDir: o.stateDir}
 	modelDir := t.TempDir()
-	h.models = &localModels{dir: modelDir, vram: o.vram}
 	modelPath := filepath.Join(modelDir, "tiny.gguf")
 	if err := os.WriteFile(modelPath, bytes.Repeat([]byte("m"), 4096), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h.modelRef = "file:" + modelPath
+	hub, err := hubtest.New(hubtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.hub = hub
+	t.Cleanup(func() { hub.Close() })
+	h.prov, err = provisioner.New(provisioner.Config{
+		CacheDir:  t.TempDir(),
+		Endpoint:  hub.URL(),
+		Token:     "-",
+		LocalDirs: []string{modelDir},
+		Catalog: []provisioner.CatalogEntry{
+			{Name: "tiny", ModelRef: h.modelRef, VRAMBytes: o.vram},
+			{Name: "huge", ModelRef: "hf:acme/huge/huge.gguf", VRAMBytes: 1 << 50},
+		},
+		RetryInitial: time.Millisecond,
+		MaxAttempts:  2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.prov.Close() })
+	if !o.uncached {
+		if _, err := h.prov.Ensure(context.Background(), h.modelRef); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	var err error
 	h.res, err = resources.New(resources.Options{NVMLMock: o.nvml, DisableCUDA: o.nvml == ""})
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +184,7 @@ func (h *harness) openRegistry() {
 }
 
 func (h *harness) newMonitor() {
-	m, err := newMonitor(h.cfg, h.reg, h.res, h.models)
+	m, err := New(h.cfg, h.reg, h.res, h.prov)
 	if err != nil {
 		h.t.Fatal(err)
 	}

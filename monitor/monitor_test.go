@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rbee-hive/rbee-hive/provisioner"
+	"github.com/rbee-hive/rbee-hive/provisioner/hubtest"
 	"github.com/rbee-hive/rbee-hive/registry"
 	"github.com/rbee-hive/rbee-hive/resources"
 	"github.com/rbee-hive/rbee-hive/restart"
@@ -458,4 +459,73 @@ func TestDetachLeavesWorkersRunning(t *testing.T) {
 	killGroup(w.PID)
 	waitUntil(t, "worker dead", func() bool { return pidGone(w.PID) })
 	reapOurChild(w.PID)
+}
+
+func TestSpawnProvisionsALocalModelFirst(t *testing.T) {
+	h := newHarness(t, harnessOpts{uncached: true})
+	w := h.spawn("")
+	if w.State != registry.StateLoading {
+		t.Fatalf("spawned record: %+v", w)
+	}
+	ready := h.waitReady(w.ID)
+	if ready.PID <= 0 || ready.ModelPath == "" {
+		t.Fatalf("ready record: %+v", ready)
+	}
+}
+
+func TestSpawnDownloadsFromTheHubThenStarts(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	if _, err := h.hub.AddRepo("acme/tiny", &hubtest.File{Path: "tiny.gguf", Content: hubtest.Synthetic(1, 1<<20), LFS: true}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: "hf:acme/tiny/tiny.gguf", Backend: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := h.waitReady(w.ID)
+	if ready.PID <= 0 || !strings.HasPrefix(ready.ModelPath, h.prov.CacheDir()) {
+		t.Fatalf("ready record: %+v", ready)
+	}
+}
+
+func TestSpawnProvisionErrorsLeaveNothing(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	// The huge model's metadata is there, its content never arrives.
+	if _, err := h.hub.AddRepo("acme/huge", &hubtest.File{Path: "huge.gguf", Content: hubtest.Synthetic(2, 8<<20), LFS: true,
+		Faults: hubtest.Faults{CutAfter: 1, Stall: time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: "hf:acme/missing/x.gguf", Backend: "cpu"})
+	if !errors.Is(err, provisioner.ErrModelNotFound) {
+		t.Errorf("missing model: %v", err)
+	}
+	// Too big for any device: refused as soon as its size is known.
+	_, err = h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: "huge", Backend: "cpu"})
+	var ime *resources.InsufficientMemoryError
+	if !errors.As(err, &ime) || ime.RequiredBytes != 1<<50 {
+		t.Errorf("huge model: %v", err)
+	}
+	if h.reg.Len() != 0 || h.reservedBytes() != 0 || h.portsHeld() != 0 || len(childrenOf(os.Getpid())) != 0 {
+		t.Fatal("a refused spawn left something behind")
+	}
+}
+
+func TestDownloadFailingAfterSpawnFailsTheWorker(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	if _, err := h.hub.AddRepo("acme/broken", &hubtest.File{Path: "m.gguf", Content: hubtest.Synthetic(3, 1<<20), LFS: true,
+		Faults: hubtest.Faults{FailFirst: 1000, FailStatus: 503}}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: "hf:acme/broken/m.gguf", Backend: "cpu"})
+	if err != nil {
+		// The provisioner may already know the download failed.
+		if !errors.Is(err, provisioner.ErrUpstream) {
+			t.Fatalf("spawn: %v", err)
+		}
+		return
+	}
+	f := h.waitFor(w.ID, "failed", func(w registry.Worker) bool { return w.State == registry.StateFailed })
+	if !strings.Contains(f.LastError, "provision") || h.reservedBytes() != 0 || h.portsHeld() != 0 {
+		t.Fatalf("failed record: %+v (reserved %d, ports %d)", f, h.reservedBytes(), h.portsHeld())
+	}
 }

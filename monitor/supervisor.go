@@ -213,7 +213,7 @@ func (s *supervisor) awaitProvision(pr *provisioner.Provision) error {
 	}
 	model, err := pr.Result()
 	if err != nil {
-		return fmt.Errorf("provision %s: %w", s.modelRef, err)
+		return err // names the model already
 	}
 	s.mu.Lock()
 	s.modelPath = model.LocalPath
