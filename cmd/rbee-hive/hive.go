@@ -32,6 +32,10 @@ const termTimeout = 5 * time.Second
 // httpCloseTimeout bounds closing the HTTP server once the workers are gone.
 const httpCloseTimeout = 5 * time.Second
 
+// pushGrace lets the queen pusher send its last batch (the shutdown and the
+// workers' removal) before the hub stops: the pusher has no flush.
+const pushGrace = 500 * time.Millisecond
+
 // serve builds the hive from cfg, serves until a shutdown request or signal
 // has been drained, and tears everything down in reverse order.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
@@ -188,6 +192,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	drainErr := coord.Run(ctx)
 	if drainErr != nil {
 		log.Error("shutdown drain", "err", drainErr)
+	}
+	if cfg.Queen.URL != "" {
+		time.Sleep(pushGrace)
 	}
 	stopHub()
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpCloseTimeout)

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -333,5 +337,85 @@ func TestMetricsAndAudit(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(state, "audit.log"))
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Size() == 0 {
 		t.Errorf("audit log: %v %v", fi, err)
+	}
+}
+
+// TestEventsSeeTheShutdown: an open event stream gets hive_shutting_down
+// and then ends, so it does not hold the HTTP server open; queen gets the
+// same events pushed.
+func TestEventsSeeTheShutdown(t *testing.T) {
+	type push struct {
+		auth  string
+		types []string
+	}
+	pushes := make(chan push, 100)
+	queen := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Events []struct{ Type string } `json:"events"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		p := push{auth: r.Header.Get("Authorization")}
+		for _, e := range body.Events {
+			p.types = append(p.types, e.Type)
+		}
+		pushes <- p
+	}))
+	defer queen.Close()
+
+	modelDir, ref := modelFile(t)
+	h := startHive(t, t.TempDir(), modelDir, "RBEE_HIVE_QUEEN__URL="+queen.URL+"/v1/hives/events", "RBEE_HIVE_QUEEN__TOKEN=qt")
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("events: %d", resp.StatusCode)
+	}
+	h.spawn(ref)
+	if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := io.ReadAll(resp.Body) // ends when the hive closes it
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Logf("stream ended with %v", err)
+	}
+	if code := h.wait(); code != 0 {
+		t.Fatalf("exit %d\n%s", code, h.logs)
+	}
+	for _, want := range []string{"event: worker_registered\n", "event: hive_shutting_down\n", "event: worker_removed\n"} {
+		if !strings.Contains(string(stream), want) {
+			t.Errorf("stream lacks %q:\n%s", want, stream)
+		}
+	}
+	if strings.Contains(h.logs.String(), "closing HTTP connections") {
+		t.Errorf("an event stream held the HTTP server open:\n%s", h.logs)
+	}
+	var got []string
+	for len(pushes) > 0 {
+		p := <-pushes
+		if p.auth != "Bearer qt" {
+			t.Errorf("push Authorization %q", p.auth)
+		}
+		got = append(got, p.types...)
+	}
+	if len(got) == 0 || got[0] != "reset" || !slices.Contains(got, "worker_registered") || !slices.Contains(got, "hive_shutting_down") {
+		t.Errorf("queen got %q", got)
+	}
+}
+
+func TestPortInUseExits1(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	var stderr bytes.Buffer
+	env := []string{"HOME=" + t.TempDir(), "RBEE_HIVE_STATE_DIR=" + t.TempDir(), "RBEE_HIVE_PROVISIONER__CACHE_DIR=" + t.TempDir()}
+	if code := run([]string{"--port", port}, env, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "address already in use") {
+		t.Errorf("exit %d, stderr %s", code, stderr.String())
 	}
 }
