@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/rbee-hive/rbee-hive/monitor/workertest"
+	"github.com/rbee-hive/rbee-hive/provisioner/hubtest"
 )
 
 // The test binary doubles as the daemon ("hive" as its first argument) and
@@ -417,5 +418,56 @@ func TestPortInUseExits1(t *testing.T) {
 	env := []string{"HOME=" + t.TempDir(), "RBEE_HIVE_STATE_DIR=" + t.TempDir(), "RBEE_HIVE_PROVISIONER__CACHE_DIR=" + t.TempDir()}
 	if code := run([]string{"--port", port}, env, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "address already in use") {
 		t.Errorf("exit %d, stderr %s", code, stderr.String())
+	}
+}
+
+// TestShutdownCancelsProvisionsKeepingPartials: a download in flight is
+// cancelled by the drain, the hive still exits 0, and what was downloaded
+// stays on disk for a resume.
+func TestShutdownCancelsProvisionsKeepingPartials(t *testing.T) {
+	hub, err := hubtest.New(hubtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	if _, err := hub.AddRepo("org/big", &hubtest.File{Path: "model.gguf", Content: hubtest.Synthetic(3, 4<<20), LFS: true,
+		Faults: hubtest.Faults{CutAfter: 1 << 20, Stall: 10 * time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	h := startHive(t, state, t.TempDir(), "RBEE_HIVE_PROVISIONER__HF_ENDPOINT="+hub.URL())
+	code, body := h.do(http.MethodPost, "/v1/models/provision", map[string]any{"model_ref": "hf:org/big/model.gguf"})
+	if code != http.StatusAccepted {
+		t.Fatalf("provision: %d %v", code, body)
+	}
+	id := body["provision_id"].(string)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, st := h.do(http.MethodGet, "/v1/models/provision/"+id, nil)
+		if done, _ := st["bytes_done"].(float64); done >= 1<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("download never got going: %v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := h.wait(); code != 0 {
+		t.Fatalf("exit %d\n%s", code, h.logs)
+	}
+	var partial int64
+	_ = filepath.WalkDir(filepath.Join(state, "cache"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".incomplete") {
+			if fi, err := d.Info(); err == nil {
+				partial += fi.Size()
+			}
+		}
+		return nil
+	})
+	if partial < 1<<20 {
+		t.Errorf("partial download kept: %d bytes, want >= %d", partial, 1<<20)
 	}
 }
