@@ -219,14 +219,15 @@ func alive(pid int) bool {
 
 func TestSIGTERMDrainsAndExits0(t *testing.T) {
 	modelDir, ref := modelFile(t)
-	// Workers take a while to go after their shutdown request, so the drain
-	// can be observed from outside.
-	h := startHive(t, t.TempDir(), modelDir, "RBEE_REF_SHUTDOWN_DELAY=1s")
+	// Each worker takes 1s to go after its shutdown request, so the drain
+	// can be observed from outside; stopped one after another, 4 of them
+	// would overrun shutdown.timeout, and the hive would exit 1.
+	h := startHive(t, t.TempDir(), modelDir, "RBEE_REF_SHUTDOWN_DELAY=1s", "RBEE_HIVE_SHUTDOWN__TIMEOUT=3s")
 	if code, body := h.do(http.MethodGet, "/v1/health", nil); code != 200 || body["status"] != "alive" {
 		t.Fatalf("health: %d %v", code, body)
 	}
 	var pids []int
-	for range 3 {
+	for range 4 {
 		_, pid := h.spawn(ref)
 		pids = append(pids, pid)
 	}
@@ -254,6 +255,9 @@ func TestSIGTERMDrainsAndExits0(t *testing.T) {
 	}
 	if code := h.wait(); code != 0 {
 		t.Fatalf("exit %d\n%s", code, h.logs)
+	}
+	if n := strings.Count(h.logs.String(), `"outcome":"graceful"`); n != len(pids) {
+		t.Errorf("%d graceful stops, want %d:\n%s", n, len(pids), h.logs)
 	}
 	for _, pid := range pids {
 		if alive(pid) {
