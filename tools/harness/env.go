@@ -28,7 +28,8 @@ type Env struct {
 
 	mu      sync.Mutex
 	daemons []*Daemon
-	n       int // daemons started, for file names
+	hubs    []int // hubserver pids
+	n       int   // daemons started, for file names
 }
 
 // New builds the binaries (once per test binary) and prepares an Env whose
@@ -50,6 +51,27 @@ func (e *Env) Procs() []Proc {
 	var out []Proc
 	for _, p := range ProcsWithEnv(e.Marker()) {
 		if !p.Zombie() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// WorkerProcs lists the live processes of this Env that are neither a
+// daemon nor a hub server: workers and whatever they started.
+func (e *Env) WorkerProcs() []Proc {
+	e.mu.Lock()
+	skip := make(map[int]bool)
+	for _, d := range e.daemons {
+		skip[d.PID()] = true
+	}
+	for _, pid := range e.hubs {
+		skip[pid] = true
+	}
+	e.mu.Unlock()
+	var out []Proc
+	for _, p := range e.Procs() {
+		if !skip[p.PID] {
 			out = append(out, p)
 		}
 	}
