@@ -127,15 +127,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	}
 	defer closeLogged(log, "monitor", mon.Close)
 	monRef.Store(mon)
-	if err := mon.Start(ctx); err != nil {
-		return fmt.Errorf("re-adopting workers: %w", err)
-	}
 
 	// Drain order: announce, cancel downloads (partials kept), then stop
-	// (or leave) the workers; the API keeps answering throughout.
+	// (or leave) the workers; the API keeps answering throughout. Made
+	// before re-adoption, which may take a while, so a signal meanwhile is
+	// drained once the hive is up rather than killing it.
 	coord := shutdown.New(shutdown.Config{
 		Timeout: cfg.Shutdown.Timeout, LeaveWorkers: cfg.Shutdown.LeaveWorkers, Logger: log,
 	}, mon, hub.PublishShutdown, func() { closeLogged(log, "provisioner", prov.Close) })
+	if err := mon.Start(ctx); err != nil {
+		return fmt.Errorf("re-adopting workers: %w", err)
+	}
 
 	audit, err := openAudit(cfg.StateDir)
 	if err != nil {
