@@ -290,13 +290,12 @@ func (c *hubClient) download(ctx context.Context, spec blobSpec, part string, pr
 		n = 0
 	}
 	progress(n)
-	buf := make([]byte, 1<<20)
 	err = c.retry(ctx, "download "+spec.url, func() (bool, error) {
 		if n == spec.size {
 			return false, nil
 		}
 		start := n
-		err := c.fetchRange(ctx, spec, f, h, &n, buf, progress, received)
+		err := c.fetchRange(ctx, spec, f, h, &n, progress, received)
 		return n > start, err
 	})
 	if err != nil {
@@ -323,7 +322,7 @@ func restart(f *os.File, h *blobHasher) error {
 }
 
 // fetchRange does one GET from *n on, appending to f and h.
-func (c *hubClient) fetchRange(ctx context.Context, spec blobSpec, f *os.File, h *blobHasher, n *int64, buf []byte, progress, received func(int64)) error {
+func (c *hubClient) fetchRange(ctx context.Context, spec blobSpec, f *os.File, h *blobHasher, n *int64, progress, received func(int64)) error {
 	// A stalled body (no byte for stallTimeout) ends the attempt.
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -374,12 +373,80 @@ func (c *hubClient) fetchRange(ctx context.Context, spec blobSpec, f *os.File, h
 	default:
 		return statusError(resp, "download "+spec.url)
 	}
+	return c.copyBody(ctx, actx, errStall, stall, resp.Body, spec, f, h, n, progress, received)
+}
+
+// hashPipe hashes chunks on its own goroutine so that verification runs
+// alongside the network reads and file writes instead of after them.
+type hashPipe struct {
+	h    *blobHasher
+	work chan []byte
+	free chan []byte
+	done chan struct{}
+}
+
+const (
+	pipeChunk   = 1 << 20
+	pipeBuffers = 4
+)
+
+func newHashPipe(h *blobHasher) *hashPipe {
+	hp := &hashPipe{h: h, work: make(chan []byte, pipeBuffers), free: make(chan []byte, pipeBuffers), done: make(chan struct{})}
+	for range pipeBuffers {
+		hp.free <- make([]byte, pipeChunk)
+	}
+	go func() {
+		defer close(hp.done)
+		for b := range hp.work {
+			hp.h.Write(b)
+			hp.free <- b[:cap(b)]
+		}
+	}()
+	return hp
+}
+
+// wait stops the pipe; afterwards the hash covers every chunk sent.
+func (hp *hashPipe) wait() {
+	close(hp.work)
+	<-hp.done
+}
+
+// stallReader restarts the stall timer whenever bytes arrive.
+type stallReader struct {
+	r     io.Reader
+	t     *time.Timer
+	d     time.Duration
+	count func(int64)
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.t.Reset(s.d)
+		s.count(int64(n))
+	}
+	return n, err
+}
+
+// copyBody appends the response body to f from *n on; the hash of every
+// byte written is complete when it returns, whatever the outcome.
+func (c *hubClient) copyBody(ctx, actx context.Context, errStall error, stall *time.Timer, body io.Reader, spec blobSpec, f *os.File, h *blobHasher, n *int64, progress, received func(int64)) error {
+	r := &stallReader{r: body, t: stall, d: c.stallTimeout, count: received}
+	hp := newHashPipe(h)
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			hp.wait()
+		}
+	}
+	defer stop()
 	for {
-		k, rerr := resp.Body.Read(buf)
+		buf := <-hp.free
+		k, rerr := r.Read(buf)
 		if k > 0 {
-			stall.Reset(c.stallTimeout)
-			received(int64(k))
 			if *n+int64(k) > spec.size {
+				stop()
 				progress(-*n)
 				if err := restart(f, h); err != nil {
 					return err
@@ -397,9 +464,11 @@ func (c *hubClient) fetchRange(ctx context.Context, spec blobSpec, f *os.File, h
 				}
 				return fmt.Errorf("write partial: %w", err)
 			}
-			h.Write(buf[:k])
+			hp.work <- buf[:k]
 			*n += int64(k)
 			progress(int64(k))
+		} else {
+			hp.free <- buf
 		}
 		if rerr == io.EOF {
 			if *n != spec.size {

@@ -132,9 +132,10 @@ func (pr *Provision) progress(delta int64) {
 	}
 }
 
-// finish records the result, delivers the final status and closes every
-// subscription.
-func (pr *Provision) finish(m Model, err error) Status {
+// complete records the result and delivers the final status; close then
+// ends the subscriptions and Done, so that whoever waits on Done also finds
+// the final event already sent.
+func (pr *Provision) complete(m Model, err error) Status {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	pr.model, pr.err = m, err
@@ -148,10 +149,22 @@ func (pr *Provision) finish(m Model, err error) Status {
 	}
 	st := pr.statusLocked()
 	pr.publishLocked(st)
+	return st
+}
+
+func (pr *Provision) close() {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
 	for s := range pr.subs {
 		close(s.ch)
 	}
 	pr.subs = nil
 	close(pr.done)
+}
+
+// finish is complete then close.
+func (pr *Provision) finish(m Model, err error) Status {
+	st := pr.complete(m, err)
+	pr.close()
 	return st
 }

@@ -559,16 +559,19 @@ func (p *Provisioner) run(pr *Provision, r Ref) {
 	} else {
 		p.log.Info("model provisioned", "model_ref", m.Ref, "provision_id", pr.id, "path", m.LocalPath, "bytes", m.SizeBytes)
 	}
-	st := pr.finish(m, err)
+	if err == nil {
+		p.enforceLimit(m.Ref) // before Done, so callers see the cache settled
+	}
+	st := pr.complete(m, err)
+	if err != nil {
+		p.notify(Event{Kind: EventProvisionFailed, Status: st, At: time.Now()})
+	} else {
+		p.notify(Event{Kind: EventProvisionDone, Status: st, Model: &m, At: time.Now()})
+	}
 	p.mu.Lock()
 	delete(p.inflight, pr.ref)
 	p.mu.Unlock()
-	if err != nil {
-		p.notify(Event{Kind: EventProvisionFailed, Status: st, At: time.Now()})
-		return
-	}
-	p.notify(Event{Kind: EventProvisionDone, Status: st, Model: &m, At: time.Now()})
-	p.enforceLimit(m.Ref)
+	pr.close()
 }
 
 func (p *Provisioner) provision(ctx context.Context, pr *Provision, r Ref) (Model, error) {
@@ -725,6 +728,13 @@ func sha256File(path string, progress func(int64)) (string, error) {
 // Ensure returns the cached model or provisions it, blocking until done or
 // ctx ends (ctx ending does not cancel a provision others may share).
 func (p *Provisioner) Ensure(ctx context.Context, ref string) (Model, error) {
+	r, err := p.Resolve(ref)
+	if err != nil {
+		return Model{}, err
+	}
+	if m, ok := p.cached(r); ok { // the hot path: no provision record
+		return m, nil
+	}
 	pr, err := p.Start(ref)
 	if err != nil {
 		return Model{}, err
