@@ -232,11 +232,13 @@ func (l *loader) merge(p koanf.Provider, parser koanf.Parser, sourceOf func(key 
 			return err
 		}
 	}
-	for _, key := range k.Keys() {
-		if knownKey(key) {
+	for key, val := range k.All() {
+		if knownKey(key) && val != nil {
 			l.source[key] = sourceOf(key)
 		} else {
-			k.Delete(key) // an empty section must not wipe the defaults under it
+			// An empty section, or a key left empty (YAML null), must not
+			// wipe the defaults: it counts as not set.
+			k.Delete(key)
 		}
 	}
 	return l.k.Merge(k)

@@ -470,3 +470,14 @@ func TestREADME(t *testing.T) {
 		}
 	}
 }
+
+func TestEmptyFileAndNullValues(t *testing.T) {
+	c := load(t, []string{"--config", write(t, "hive.yaml", "")})
+	if c.Port != 8080 {
+		t.Errorf("empty file: port %d", c.Port)
+	}
+	c = load(t, []string{"--config", write(t, "hive.yaml", "auth:\n  token:\nprovisioner:\n  local_dirs:\ncatalog:\nport: 9009\n")})
+	if c.Token != "" || len(c.Provisioner.LocalDirs) != 0 || len(c.Catalog) != 0 || c.Port != 9009 {
+		t.Errorf("null values: token %q local_dirs %q catalog %v port %d", c.Token, c.Provisioner.LocalDirs, c.Catalog, c.Port)
+	}
+}
