@@ -279,7 +279,11 @@ func (c *hubClient) download(ctx context.Context, spec blobSpec, part string, pr
 	defer f.Close()
 	h := newBlobHasher(spec)
 	// Resume: what a previous attempt (or process) left is hashed first.
-	n, err := io.Copy(h, f)
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat partial: %w", err)
+	}
+	n, err := io.CopyN(h, f, st.Size())
 	if err != nil {
 		return fmt.Errorf("read partial: %w", err)
 	}

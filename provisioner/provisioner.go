@@ -437,6 +437,14 @@ func (p *Provisioner) cached(r Ref) (Model, bool) {
 		}
 		return m, true
 	}
+	if r.Path == "" {
+		// A snapshot we filled file by file is not the whole repo.
+		for _, other := range p.meta.all() {
+			if within(other.LocalPath, m.LocalPath) {
+				return Model{}, false
+			}
+		}
+	}
 	// Put there by Hugging Face's tools (or an older run): record it.
 	if st, err := os.Lstat(m.LocalPath); err == nil {
 		m.ProvisionedAt = st.ModTime().UTC()

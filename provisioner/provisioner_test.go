@@ -927,3 +927,40 @@ func TestCacheDirFromEnvironment(t *testing.T) {
 		t.Errorf("cache dir %s", p2.CacheDir())
 	}
 }
+
+// A snapshot holding only the files provisioned one by one is not the
+// whole repo.
+func TestWholeRepoAfterSingleFile(t *testing.T) {
+	e := newEnv(t, hubtest.Options{})
+	repo := e.addRepo("org/model", 64<<10, 20)
+	p := e.prov()
+	mustEnsure(t, p, "hf:org/model/config.json")
+	whole := mustEnsure(t, p, "hf:org/model")
+	for _, path := range []string{"config.json", "tokenizer/vocab.txt", "model.bin"} {
+		if got := fileSHA256(t, filepath.Join(whole.LocalPath, path)); got != repo.File(path).SHA256() {
+			t.Errorf("%s missing or wrong in the whole repo", path)
+		}
+	}
+}
+
+// The kernel's ENOSPC while writing is an insufficient-storage error: the
+// partial file is a link to /dev/full, where every write fails that way.
+func TestDiskFullWhileWriting(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	e := newEnv(t, hubtest.Options{})
+	repo := e.addRepo("org/model", 256<<10, 21)
+	blobs := filepath.Join(e.cache, "models--org--model", "blobs")
+	must(t, os.MkdirAll(blobs, 0o755))
+	must(t, os.Symlink("/dev/full", filepath.Join(blobs, repo.File("model.bin").BlobID()+".incomplete")))
+	p := e.prov()
+	_, err := ensure(t, p, "hf:org/model/model.bin")
+	var se *StorageError
+	if !errors.Is(err, ErrInsufficientStorage) || !errors.As(err, &se) {
+		t.Fatalf("err = %v, want ErrInsufficientStorage", err)
+	}
+	if _, err := os.Stat(filepath.Join(blobs, repo.File("model.bin").BlobID())); !os.IsNotExist(err) {
+		t.Errorf("blob exists: %v", err)
+	}
+}
