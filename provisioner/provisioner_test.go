@@ -964,3 +964,93 @@ func TestDiskFullWhileWriting(t *testing.T) {
 		t.Errorf("blob exists: %v", err)
 	}
 }
+
+// scriptedHub serves one LFS file whose content answers are scripted per
+// request, for protocol corners the hubtest server does not produce.
+func scriptedHub(t *testing.T, content []byte, answer func(n int, w http.ResponseWriter, r *http.Request) bool) (url string, requests func() []string) {
+	t.Helper()
+	sum := sha256.Sum256(content)
+	oid := hex.EncodeToString(sum[:])
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			fmt.Fprintf(w, `{"sha":"%s","siblings":[{"rfilename":"m.bin","size":%d,"blobId":"%s","lfs":{"sha256":"%s","size":%d}}]}`,
+				strings.Repeat("c", 40), len(content), strings.Repeat("d", 40), oid, len(content))
+			return
+		}
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Range"))
+		n := len(seen)
+		mu.Unlock()
+		if answer(n, w, r) {
+			return
+		}
+		http.ServeContent(w, r, "m.bin", time.Time{}, bytes.NewReader(content))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), seen...) }
+}
+
+func TestProtocolCorners(t *testing.T) {
+	content := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+	sum := sha256.Sum256(content)
+	oid := hex.EncodeToString(sum[:])
+	cases := []struct {
+		name    string
+		partial int // bytes of a correct partial file left before
+		answer  func(n int, w http.ResponseWriter, r *http.Request) bool
+		ranges  []string
+	}{
+		{"more data than announced", 0, func(n int, w http.ResponseWriter, r *http.Request) bool {
+			if n == 1 {
+				w.Write(append(append([]byte(nil), content...), "extra"...))
+				return true
+			}
+			return false
+		}, []string{"", ""}},
+		{"wrong Content-Range", 1000, func(n int, w http.ResponseWriter, r *http.Request) bool {
+			if n == 1 {
+				w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(content)-1, len(content)))
+				w.WriteHeader(http.StatusPartialContent)
+				w.Write(content)
+				return true
+			}
+			return false
+		}, []string{"bytes=1000-", ""}},
+		{"range not satisfiable", 1000, func(n int, w http.ResponseWriter, r *http.Request) bool {
+			if n == 1 {
+				w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+				return true
+			}
+			return false
+		}, []string{"bytes=1000-", ""}},
+		{"short body", 0, func(n int, w http.ResponseWriter, r *http.Request) bool {
+			if n == 1 {
+				w.Header().Set("Content-Length", fmt.Sprint(len(content)))
+				w.Write(content[:4096])
+				return true // the connection closes short
+			}
+			return false
+		}, []string{"", "bytes=4096-"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			url, requests := scriptedHub(t, content, c.answer)
+			e := newEnv(t, hubtest.Options{})
+			if c.partial > 0 {
+				part := filepath.Join(e.cache, "models--org--model", "blobs", oid+".incomplete")
+				must(t, os.MkdirAll(filepath.Dir(part), 0o755))
+				must(t, os.WriteFile(part, content[:c.partial], 0o644))
+			}
+			p := e.prov(func(cfg *Config) { cfg.Endpoint = url })
+			m := mustEnsure(t, p, "hf:org/model/m.bin")
+			if fileSHA256(t, m.LocalPath) != oid {
+				t.Fatal("bad content")
+			}
+			if got := requests(); strings.Join(got, "|") != strings.Join(c.ranges, "|") {
+				t.Errorf("requests with ranges %q, want %q", got, c.ranges)
+			}
+		})
+	}
+}
