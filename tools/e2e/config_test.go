@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,7 +106,81 @@ func TestLoopbackWithoutToken(t *testing.T) {
 	t.Parallel()
 	e := harness.New(t)
 	d := e.StartDaemon(harness.DaemonOptions{NoToken: true})
-	if r := d.RequestAuth("GET", "/v1/health", "", nil); r.Status != 200 {
-		t.Fatalf("health: %d", r.Status)
+	for _, path := range []string{"/v1/health", "/v1/status", "/v1/workers/list"} {
+		if r := d.RequestAuth("GET", path, "", nil); r.Status != 200 {
+			t.Errorf("GET %s without a token on a hive without one: %d %s", path, r.Status, r.Body)
+		}
+	}
+}
+
+// TestTOMLConfigTokenFileAudit runs the hive from a hand-written TOML file
+// whose admin token lives in auth.token_file: the token from the file is
+// the one accepted, and the state_dir's audit log records a denied request
+// and an accepted mutating one, with a fingerprint but never the token.
+func TestTOMLConfigTokenFileAudit(t *testing.T) {
+	t.Parallel()
+	e := harness.New(t)
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := "toml-token-0123456789"
+	tokenFile := e.Path("token")
+	if err := os.WriteFile(tokenFile, []byte("  "+token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stateDir := e.Path("toml-state")
+	cmd := harness.DefaultWorkerCommand(e.Bins.RefWorker)
+	quoted := make([]string, len(cmd))
+	for i, a := range cmd {
+		quoted[i] = strconv.Quote(a)
+	}
+	toml := fmt.Sprintf("port = %d\nstate_dir = %q\n\n[auth]\ntoken_file = %q\n\n[worker]\ncommand = [%s]\ngrace = \"2s\"\n\n[provisioner]\nlocal_dirs = [%q]\n",
+		port, stateDir, tokenFile, strings.Join(quoted, ", "), e.Path("models"))
+	path := e.Path("hive.toml")
+	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := e.StartDaemon(harness.DaemonOptions{NoConfigFile: true, Args: []string{"--config", path},
+		Port: port, PortVia: harness.ViaNowhere, Token: token, TokenVia: harness.ViaNowhere, StateDir: stateDir})
+
+	if r := d.RequestAuth("GET", "/v1/status", "Bearer wrong", nil); r.Status != 401 {
+		t.Fatalf("wrong token: %d", r.Status)
+	}
+	if r := d.Request("GET", "/v1/status", nil); r.Status != 200 {
+		t.Fatalf("token from auth.token_file: %d %s", r.Status, r.Body)
+	}
+	ref := writeModel(t, e, "m.gguf", 1024)
+	if r := d.Request("POST", "/v1/models/provision", map[string]string{"model_ref": ref}); r.Status != 200 && r.Status != 202 {
+		t.Fatalf("provision %s: %d %s", ref, r.Status, r.Body)
+	}
+	var denied, accepted bool
+	audit := ""
+	harness.Poll(10*time.Second, 10*time.Millisecond, func() bool {
+		b, _ := os.ReadFile(filepath.Join(stateDir, "audit.log"))
+		audit = string(b)
+		denied, accepted = false, false
+		for _, line := range strings.Split(strings.TrimSpace(audit), "\n") {
+			var ent map[string]any
+			if json.Unmarshal([]byte(line), &ent) != nil {
+				continue
+			}
+			switch {
+			case ent["outcome"] == "denied" && ent["path"] == "/v1/status":
+				denied = true
+			case ent["method"] == "POST" && ent["path"] == "/v1/models/provision" && ent["token_fingerprint"] != "":
+				accepted = true
+			}
+		}
+		return denied && accepted
+	})
+	if !denied || !accepted {
+		t.Errorf("audit.log lacks the denied GET or the accepted POST:\n%s", audit)
+	}
+	if strings.Contains(audit, token) {
+		t.Errorf("audit.log holds the token")
+	}
+	if st := d.Stop(30 * time.Second); !st.Success() {
+		t.Fatalf("exit %s", st)
 	}
 }

@@ -89,6 +89,19 @@ func waitGone(t *testing.T, timeout time.Duration, pids ...int) {
 	}
 }
 
+// waitReaped fails the test unless every pid is gone from /proc, zombie
+// included, within timeout: for processes whose parent is a live hive,
+// which must reap them.
+func waitReaped(t *testing.T, timeout time.Duration, pids ...int) {
+	t.Helper()
+	for _, pid := range pids {
+		if !harness.Poll(timeout, 10*time.Millisecond, func() bool { _, ok := harness.ReadProc(pid); return !ok }) {
+			p, _ := harness.ReadProc(pid)
+			t.Fatalf("process %d (state %c, parent %d) not reaped after %s", pid, p.State, p.PPID, timeout)
+		}
+	}
+}
+
 // waitNoWorkers fails unless no process of the Env but its daemons and hub
 // servers is alive within timeout: no worker, no child of a worker.
 func waitNoWorkers(t *testing.T, e *harness.Env, timeout time.Duration) {

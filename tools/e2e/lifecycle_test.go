@@ -42,7 +42,7 @@ func TestCrashRestart(t *testing.T) {
 	if r.LastExit == nil || r.LastExit.Code == nil || *r.LastExit.Code != 3 || r.LastExit.Reason != "error" {
 		t.Errorf("last_exit %+v, want code 3 reason error", r.LastExit)
 	}
-	waitGone(t, 5*time.Second, w.PID)
+	waitReaped(t, 5*time.Second, w.PID)
 	if !harness.Alive(r.PID) {
 		t.Fatalf("restarted worker pid %d not alive", r.PID)
 	}
@@ -57,7 +57,7 @@ func TestCrashRestart(t *testing.T) {
 	if f.RestartCount != 0 || f.LastError == "" {
 		t.Errorf("failed worker %+v, want restart_count 0 and last_error", f)
 	}
-	waitGone(t, 5*time.Second, n.PID)
+	waitReaped(t, 5*time.Second, n.PID)
 	if _, err := c.ShutdownWorker(ctx, client.ShutdownRequest{WorkerID: n.ID}); err != nil {
 		t.Errorf("shutdown of the failed worker: %v", err)
 	}

@@ -108,7 +108,7 @@ func TestSpawnListLogsShutdown(t *testing.T) {
 		if err != nil || res.Outcome != "graceful" || res.WorkerID != w.ID {
 			t.Fatalf("shutdown %s: %+v, %v; want graceful", w.ID, res, err)
 		}
-		waitGone(t, 10*time.Second, w.PID)
+		waitReaped(t, 10*time.Second, w.PID)
 	}
 	if ws, err := c.ListWorkers(ctx, client.ListWorkersOptions{}); err != nil || len(ws) != 0 {
 		t.Fatalf("list after shutdown: %+v, %v", ws, err)
