@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -10,13 +11,24 @@ import (
 	"github.com/rbee-hive/rbee-hive/tools/harness"
 )
 
-// crashOnceCommand wraps the reference worker in a shell that makes the
-// first process of each worker id crash shortly after ready (exit 3) and
-// every later one (the restarts) behave; exec keeps the pid the hive sees.
-func crashOnceCommand(e *harness.Env) []string {
-	script := `m="` + e.Path("crashed-{worker_id}") + `"; ` +
-		`if [ ! -e "$m" ]; then : > "$m"; export RBEE_REF_CRASH_AFTER=300ms RBEE_REF_EXIT_CODE=3; fi; exec "$@"`
+// knobCommand wraps the reference worker in a shell that reads its knobs
+// (workertest's RBEE_REF_* variables) per model: "<model>.knobs" applies to
+// every process of a worker, "<model>.once" only to the first process of
+// each worker id (so a restart behaves). exec keeps the pid the hive sees.
+func knobCommand(e *harness.Env) []string {
+	script := `set -a; k="{model_path}.knobs"; if [ -f "$k" ]; then . "$k"; fi; ` +
+		`o="{model_path}.once"; m="` + e.Path("once-{worker_id}") + `"; ` +
+		`if [ -f "$o" ] && [ ! -e "$m" ]; then : > "$m"; . "$o"; fi; set +a; exec "$@"`
 	return append([]string{"/bin/sh", "-c", script, "sh"}, harness.DefaultWorkerCommand(e.Bins.RefWorker)...)
+}
+
+// writeKnobs writes the knobs of a file: model (suffix "knobs" or "once").
+func writeKnobs(t *testing.T, ref, suffix string, env ...string) {
+	t.Helper()
+	path := strings.TrimPrefix(ref, "file:") + "." + suffix
+	if err := os.WriteFile(path, []byte(strings.Join(env, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestCrashRestart: a worker that crashes is restarted by policy with a new
@@ -24,10 +36,11 @@ func crashOnceCommand(e *harness.Env) []string {
 func TestCrashRestart(t *testing.T) {
 	t.Parallel()
 	e := harness.New(t)
-	d := e.StartDaemon(harness.DaemonOptions{WorkerCommand: crashOnceCommand(e)})
+	d := e.StartDaemon(harness.DaemonOptions{WorkerCommand: knobCommand(e)})
 	c := d.Client()
 	ctx := ctxFor(t, 2*time.Minute)
 	ref := writeModel(t, e, "crash.gguf", 4096)
+	writeKnobs(t, ref, "once", "RBEE_REF_CRASH_AFTER=300ms", "RBEE_REF_EXIT_CODE=3")
 
 	w := spawnReady(t, c, client.SpawnRequest{ModelRef: ref})
 	if w.RestartPolicy != "on-failure" {
