@@ -174,6 +174,7 @@ type Server struct {
 	stats     Stats
 	closeOnce sync.Once
 	done      chan struct{}
+	files     []*os.File // opened by AddDir, closed by Close
 }
 
 // New starts a hub on two loopback listeners.
@@ -212,6 +213,12 @@ func (s *Server) Close() error {
 		close(s.done)
 		s.api.Close()
 		s.cdn.Close()
+		s.mu.Lock()
+		for _, f := range s.files {
+			f.Close()
+		}
+		s.files = nil
+		s.mu.Unlock()
 	})
 	return nil
 }
@@ -261,6 +268,9 @@ func (s *Server) AddDir(name, dir string, lfsThreshold int64) (*Repo, error) {
 			fh.Close()
 			return err
 		}
+		s.mu.Lock()
+		s.files = append(s.files, fh)
+		s.mu.Unlock()
 		files = append(files, &File{Path: filepath.ToSlash(rel), Content: fileContent{fh, st.Size()}, LFS: st.Size() >= lfsThreshold})
 		return nil
 	})

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -68,5 +70,38 @@ func TestRangeAndErrors(t *testing.T) {
 	}
 	if resp, _ := get("/o/r/resolve/main/a.txt", "bytes=10-"); resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
 		t.Errorf("range past the end: %d", resp.StatusCode)
+	}
+}
+
+func TestAddDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "small.json"), []byte("{}"), 0o644)
+	os.WriteFile(filepath.Join(dir, "sub", "big.bin"), bytes.Repeat([]byte("x"), 2048), 0o644)
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.AddDir("o/d", dir, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := r.File("sub/big.bin"); f == nil || !f.LFS {
+		t.Fatalf("big.bin: %+v", f)
+	}
+	if f := r.File("small.json"); f == nil || f.LFS {
+		t.Fatalf("small.json: %+v", f)
+	}
+	resp, err := http.Get(s.URL() + "/o/d/resolve/main/sub/big.bin") // 302 to the CDN, followed
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if len(b) != 2048 || resp.Header.Get("ETag") != `"`+r.File("sub/big.bin").SHA256()+`"` {
+		t.Errorf("big.bin via CDN: %d bytes, etag %s", len(b), resp.Header.Get("ETag"))
 	}
 }
