@@ -331,6 +331,29 @@ func (d *Daemon) Request(method, path string, body any) Response {
 // none).
 func (d *Daemon) RequestAuth(method, path, authorization string, body any) Response {
 	d.Env.TB.Helper()
+	h := map[string]string{}
+	if authorization != "" {
+		h["Authorization"] = authorization
+	}
+	return d.do(method, path, h, body)
+}
+
+// RequestHeaders sends a request without a body, with the admin token and
+// the given headers.
+func (d *Daemon) RequestHeaders(method, path string, headers map[string]string) Response {
+	d.Env.TB.Helper()
+	h := map[string]string{}
+	if d.Token != "" {
+		h["Authorization"] = "Bearer " + d.Token
+	}
+	for k, v := range headers {
+		h[k] = v
+	}
+	return d.do(method, path, h, nil)
+}
+
+func (d *Daemon) do(method, path string, headers map[string]string, body any) Response {
+	d.Env.TB.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -354,8 +377,8 @@ func (d *Daemon) RequestAuth(method, path, authorization string, body any) Respo
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := d.HTTP.Do(req)
 	if err != nil {
