@@ -446,7 +446,10 @@ func (h *Hub) endLocked(s *subscriber, why error) {
 	s.why = why
 	delete(h.subs, s)
 	close(s.done)
-	if s.kill != nil {
+	// A consumer that fell behind may have its writer blocked on a full
+	// socket: unblock it. When the hub stops, streams end cleanly instead
+	// (a writer stuck then is ended by the server's Close).
+	if why == errFellBehind && s.kill != nil {
 		s.kill()
 	}
 }

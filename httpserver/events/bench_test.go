@@ -1,0 +1,191 @@
+package events
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rbee-hive/rbee-hive/registry"
+)
+
+// latencyHist counts latencies in 10 µs buckets up to 1 s.
+type latencyHist struct {
+	mu      sync.Mutex
+	buckets [100000]int64
+	n       int64
+}
+
+func (h *latencyHist) add(local *[100000]int64, n int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, c := range local {
+		h.buckets[i] += c
+	}
+	h.n += n
+}
+
+func (h *latencyHist) quantile(q float64) time.Duration {
+	want := int64(float64(h.n) * q)
+	var sum int64
+	for i, c := range h.buckets {
+		if sum += c; sum > want {
+			return time.Duration(i) * 10 * time.Microsecond
+		}
+	}
+	return time.Second
+}
+
+// benchConsumer reads one raw stream, counting events and their latency
+// from the change (the event's time) to arrival.
+type benchConsumer struct {
+	delivered atomic.Int64
+	hist      *latencyHist
+}
+
+func (c *benchConsumer) run(ctx context.Context, url string, hc *http.Client, ready *sync.WaitGroup) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := hc.Do(req)
+	ready.Done()
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var local [100000]int64
+	var n int64
+	defer func() { c.hist.add(&local, n) }()
+	br := bufio.NewReaderSize(resp.Body, 256<<10)
+	key := []byte(`"time":"`)
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return nil
+		}
+		if !bytes.HasPrefix(line, []byte("data: ")) {
+			continue
+		}
+		now := time.Now()
+		if i := bytes.Index(line, key); i >= 0 {
+			rest := line[i+len(key):]
+			if j := bytes.IndexByte(rest, '"'); j > 0 {
+				if at, err := time.Parse(time.RFC3339Nano, string(rest[:j])); err == nil {
+					b := now.Sub(at) / (10 * time.Microsecond)
+					if b >= 100000 {
+						b = 99999
+					}
+					if b < 0 {
+						b = 0
+					}
+					local[b]++
+					n++
+				}
+			}
+		}
+		c.delivered.Add(1)
+	}
+}
+
+// fanout runs 100 consumers while 100 workers churn b.N state changes in
+// all. pace > 0 spaces each worker's changes; pace == 0 churns as fast as
+// the consumers keep up (at most window changes ahead of the slowest).
+func fanout(b *testing.B, pace time.Duration) {
+	const consumers, workers, window = 100, 100, 256
+	e := newEnv(b, Config{Buffer: 4096, SubscriberBuffer: 1024, Heartbeat: time.Hour})
+	for i := range workers {
+		register(b, e.reg, wid(i))
+		setState(b, e.reg, wid(i), registry.StateIdle)
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: consumers}}
+	defer hc.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	hist := &latencyHist{}
+	cs := make([]*benchConsumer, consumers)
+	var ready, done sync.WaitGroup
+	ready.Add(consumers)
+	for i := range cs {
+		cs[i] = &benchConsumer{hist: hist}
+		done.Go(func() { _ = cs[i].run(ctx, e.srv.URL+"/v1/events", hc, &ready) })
+	}
+	ready.Wait()
+	waitUntil(b, "all consumers subscribed", func() bool { return e.hub.subscribers() == consumers })
+
+	slowest := func() int64 {
+		m := cs[0].delivered.Load()
+		for _, c := range cs[1:] {
+			m = min(m, c.delivered.Load())
+		}
+		return m
+	}
+	var produced atomic.Int64
+	per := max(b.N/workers, 1)
+	total := int64(per * workers)
+	b.ResetTimer()
+	start := time.Now()
+	var churn sync.WaitGroup
+	for w := range workers {
+		churn.Go(func() {
+			st := registry.StateBusy
+			var tick *time.Ticker
+			if pace > 0 {
+				// Spread the workers over the period: a steady load, not
+				// bursts of 100 changes at once.
+				time.Sleep(pace * time.Duration(w) / workers)
+				tick = time.NewTicker(pace)
+				defer tick.Stop()
+			}
+			for range per {
+				if tick != nil {
+					<-tick.C
+				} else {
+					for produced.Load()-slowest() > window {
+						time.Sleep(20 * time.Microsecond)
+					}
+				}
+				if _, err := e.reg.Update(wid(w), func(wk *registry.Worker) error { wk.State = st; return nil }); err != nil {
+					b.Error(err)
+					return
+				}
+				produced.Add(1)
+				if st == registry.StateBusy {
+					st = registry.StateIdle
+				} else {
+					st = registry.StateBusy
+				}
+			}
+		})
+	}
+	churn.Wait()
+	for slowest() < total && e.drops.Load() == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cancel()
+	done.Wait()
+
+	var delivered int64
+	for _, c := range cs {
+		delivered += c.delivered.Load()
+	}
+	b.ReportMetric(float64(delivered)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "changes/s")
+	b.ReportMetric(float64(hist.quantile(0.50).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(hist.quantile(0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(e.drops.Load()), "drops")
+}
+
+// BenchmarkFanout100: events per second fanned out to 100 consumers while
+// 100 workers churn as fast as the consumers keep up; latency from the
+// state change to its arrival at a consumer.
+func BenchmarkFanout100(b *testing.B) { fanout(b, 0) }
+
+// BenchmarkFanout100Paced: the latency at a steady load (each of 100
+// workers changes state every 50 ms: 2,000 changes and 200,000 deliveries
+// per second).
+func BenchmarkFanout100Paced(b *testing.B) { fanout(b, 50*time.Millisecond) }
+
+func BenchmarkFanout100Slow(b *testing.B) { fanout(b, 500*time.Millisecond) }
