@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -166,9 +165,4 @@ func (h *harness) do(method, path, body string, auth ...string) answer {
 		h.t.Fatal(err)
 	}
 	return answer{resp.StatusCode, resp.Header, b}
-}
-
-func netListen(t *testing.T) (net.Listener, error) {
-	t.Helper()
-	return net.Listen("tcp", "127.0.0.1:0")
 }

@@ -3,6 +3,7 @@ package httpserver
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"sort"
@@ -371,13 +372,12 @@ func TestHTTPServerLimits(t *testing.T) {
 		hs.IdleTimeout != 120*time.Second || hs.MaxHeaderBytes != 16<<10 {
 		t.Fatalf("limits: %+v", hs)
 	}
-	ln, err := netListen(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-	base := "http://" + ln.Addr().String()
+	// httptest serves it (and waits for every connection at Close).
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = hs
+	srv.Start()
+	t.Cleanup(srv.Close)
+	base := srv.URL
 
 	c := client.New(base, strings.Repeat("k", 8<<10))
 	if _, err := c.Status(t.Context()); !client.IsCode(err, httpmiddleware.CodeInvalidAPIKey) {
