@@ -18,6 +18,9 @@ import (
 // SIGTERM is killed with SIGKILL, together with the child in its process
 // group.
 func TestStopEscalation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the SIGTERM to SIGKILL wait is a fixed 5s")
+	}
 	t.Parallel()
 	e := harness.New(t)
 	d := e.StartDaemon(harness.DaemonOptions{WorkerCommand: knobCommand(e)})
