@@ -53,7 +53,7 @@ func (l *lifecycle) RequestShutdown(reason string) {
 }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *httptest.Server
 	server *Server
 	reg    *registry.Registry
@@ -65,7 +65,7 @@ type harness struct {
 // newHarness serves a Server over real loopback HTTP with a real registry
 // and a resource manager on go-nvml's dgxh100 mock. mutate adjusts the
 // config (the provisioner and monitor are nil unless it sets them).
-func newHarness(t *testing.T, mutate func(*Config)) *harness {
+func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	t.Helper()
 	reg, err := registry.Open(registry.Options{})
 	if err != nil {
