@@ -186,3 +186,41 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestReadoptDeadWorkers: workers that died while no hive was running are
+// not adopted: the next hive hands them to their restart policy (on-failure
+// restarts with a new process, never marks failed) and adopts the live one.
+func TestReadoptDeadWorkers(t *testing.T) {
+	t.Parallel()
+	e := harness.New(t)
+	d1 := e.StartDaemon(harness.DaemonOptions{})
+	c1 := d1.Client()
+	ref := writeModel(t, e, "m.gguf", 4096)
+	live := spawnReady(t, c1, client.SpawnRequest{ModelRef: ref})
+	again := spawnReady(t, c1, client.SpawnRequest{ModelRef: ref})
+	never := spawnReady(t, c1, client.SpawnRequest{ModelRef: ref, RestartPolicy: "never"})
+	d1.Kill9()
+	for _, w := range []client.Worker{again, never} {
+		if err := syscall.Kill(-w.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitGone(t, 5*time.Second, again.PID, never.PID)
+
+	d2 := e.StartDaemon(harness.DaemonOptions{StateDir: d1.StateDir})
+	c2 := d2.Client()
+	if r := waitWorker(t, c2, live.ID, 20*time.Second, "re-adopted", func(x client.Worker) bool { return x.State == "idle" }); r.PID != live.PID {
+		t.Errorf("live worker: pid %d, want %d re-adopted", r.PID, live.PID)
+	}
+	r := waitWorker(t, c2, again.ID, 20*time.Second, "restarted", func(x client.Worker) bool { return x.State == "idle" && x.RestartCount == 1 })
+	if r.PID == again.PID || !harness.Alive(r.PID) {
+		t.Errorf("on-failure worker dead while the hive was down: pid %d (was %d), want a new live process", r.PID, again.PID)
+	}
+	if f := waitWorker(t, c2, never.ID, 20*time.Second, "failed", func(x client.Worker) bool { return x.State == "failed" }); f.LastExit == nil {
+		t.Errorf("never worker: %+v, want last_exit set", f)
+	}
+	if st := d2.Stop(30 * time.Second); !st.Success() {
+		t.Fatalf("exit %s", st)
+	}
+	waitNoWorkers(t, e, 5*time.Second)
+}
