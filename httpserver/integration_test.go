@@ -151,20 +151,20 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	return st
 }
 
-// workerToken reads RBEE_WORKER_TOKEN from a live worker's environment,
-// the token the hive gave it.
-func workerToken(t *testing.T, pid int) string {
+// workerEnv reads key from a live worker's environment (what the hive
+// gave it: RBEE_WORKER_TOKEN, RBEE_CORRELATION_ID, ...).
+func workerEnv(t *testing.T, pid int, key string) string {
 	t.Helper()
 	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, kv := range strings.Split(string(env), "\x00") {
-		if v, ok := strings.CutPrefix(kv, "RBEE_WORKER_TOKEN="); ok {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
 			return v
 		}
 	}
-	t.Fatal("the worker has no RBEE_WORKER_TOKEN")
+	t.Fatalf("the worker has no %s", key)
 	return ""
 }
 
@@ -208,7 +208,10 @@ func TestWorkerLifecycleOverHTTP(t *testing.T) {
 
 	// Heartbeats: the worker's own token works for it and no other id;
 	// the admin token works too.
-	tok := workerToken(t, w.PID)
+	if cid := workerEnv(t, w.PID, "RBEE_CORRELATION_ID"); cid != "queen-spawn-1" {
+		t.Fatalf("the spawn's correlation id did not reach the worker: %q", cid)
+	}
+	tok := workerEnv(t, w.PID, "RBEE_WORKER_TOKEN")
 	wc := client.New(st.admin.BaseURL(), tok)
 	vram := int64(777)
 	hb, err := wc.Heartbeat(t.Context(), client.HeartbeatRequest{WorkerID: w.ID, State: "busy", VRAMBytes: &vram})
@@ -360,6 +363,11 @@ func TestProvisionOverHTTP(t *testing.T) {
 		t.Fatalf("provision: %+v %+v", res.Accepted, res.Model)
 	}
 	id := res.Accepted.ProvisionID
+	// The same ref (here through its catalog name) in flight joins it.
+	again, err := st.admin.Provision(t.Context(), "small", false)
+	if err != nil || (again.Accepted != nil && again.Accepted.ProvisionID != id) {
+		t.Fatalf("second provision of the same ref: %v %+v", err, again.Accepted)
+	}
 	stream, err := st.admin.ProvisionEvents(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
