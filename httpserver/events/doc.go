@@ -57,6 +57,10 @@
 // larger than those of its previous run, and a Last-Event-ID from that run is
 // answered with a reset rather than with the wrong events.
 //
+// A reset sent to one consumer (on connect, or by the pusher) carries the id
+// of the latest event it summarises, which may equal or even be below an id
+// that consumer already has: always apply a reset, and count ids on from it.
+//
 // # Stream
 //
 // The SSE stream writes "id: N\nevent: <type>\ndata: <json>\n\n" per event

@@ -75,8 +75,8 @@ type entry struct {
 	typ      string
 	workerID string
 	regSeq   uint64 // registry Seq of the change; 0 for other events
-	data     []byte // the JSON
-	frame    []byte // the SSE frame, data included
+	data     []byte // the JSON (a part of frame)
+	frame    []byte // the SSE frame
 }
 
 // encode builds the entry of ev.
@@ -85,28 +85,31 @@ func encode(ev *Event, regSeq uint64) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	frame, off := sseFrame(ev.ID, ev.Type, data)
 	return &entry{
 		id:       ev.ID,
 		typ:      ev.Type,
 		workerID: ev.WorkerID(),
 		regSeq:   regSeq,
-		data:     data,
-		frame:    sseFrame(ev.ID, ev.Type, data),
+		data:     frame[off : off+len(data) : off+len(data)],
+		frame:    frame,
 	}, nil
 }
 
-// sseFrame returns "id: N\nevent: T\ndata: JSON\n\n". JSON from
-// encoding/json never holds a raw newline, so one data line suffices.
-func sseFrame(id uint64, typ string, data []byte) []byte {
+// sseFrame returns "id: N\nevent: T\ndata: JSON\n\n" and where the JSON
+// starts in it. JSON from encoding/json never holds a raw newline, so one
+// data line suffices.
+func sseFrame(id uint64, typ string, data []byte) ([]byte, int) {
 	b := make([]byte, 0, len(data)+len(typ)+40)
 	b = append(b, "id: "...)
 	b = strconv.AppendUint(b, id, 10)
 	b = append(b, "\nevent: "...)
 	b = append(b, typ...)
 	b = append(b, "\ndata: "...)
+	off := len(b)
 	b = append(b, data...)
 	b = append(b, "\n\n"...)
-	return b
+	return b, off
 }
 
 // workerEvents turns one registry change into its events (none for an
