@@ -32,6 +32,7 @@ require (
 	github.com/mattn/go-isatty v0.0.22 // indirect
 	github.com/rbee-hive/rbee-hive/metrics v0.1.0
 	github.com/rbee-hive/rbee-hive/restart v0.1.0
+	github.com/rbee-hive/rbee-hive/shutdown v0.1.0
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect
 	golang.org/x/crypto v0.57.0 // indirect
@@ -51,3 +52,5 @@ replace (
 )
 
 replace github.com/rbee-hive/rbee-hive/metrics => ../metrics
+
+replace github.com/rbee-hive/rbee-hive/shutdown => ../shutdown

@@ -53,6 +53,8 @@ type stack struct {
 type stackOpts struct {
 	env     []string // reference worker knobs
 	catalog []provisioner.CatalogEntry
+	// lifecycle, when set, builds the server's Lifecycle over the monitor.
+	lifecycle func(*monitor.Monitor) Lifecycle
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -140,6 +142,9 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		})
 		st.mon = mon
 		c.Monitor = mon
+		if o.lifecycle != nil {
+			c.Lifecycle = o.lifecycle(mon)
+		}
 		c.Provisioner = st.prov
 	})
 	// Serve on the address the workers were told.
