@@ -37,8 +37,8 @@ type AuthConfig struct {
 	AuthenticateWorker WorkerAuthenticator
 	// Audit receives a line for every denied request; nil discards.
 	Audit *AuditLog
-	// MaxBodyBytes bounds the body read to find a worker id when the body
-	// is not already limited (BodyLimit); 0 means DefaultMaxBodyBytes.
+	// MaxBodyBytes bounds the body read to find a worker callback's id
+	// (larger is 413 PAYLOAD_TOO_LARGE); 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 }
 
@@ -116,9 +116,13 @@ func Auth(cfg AuthConfig) func(http.Handler) http.Handler {
 			// A worker callback: the worker id is in the body, so read it
 			// (bounded), find the id, and put the bytes back for the handler,
 			// which decodes them strictly.
-			body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+			var body []byte
+			var err error
+			if r.ContentLength <= maxBody {
+				body, err = io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+			}
 			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) || int64(len(body)) > maxBody {
+			if r.ContentLength > maxBody || errors.As(err, &tooLarge) || int64(len(body)) > maxBody {
 				cfg.Audit.Denied(r, info, "body too large to authenticate a worker")
 				WriteError(w, http.StatusRequestEntityTooLarge, CodePayloadTooLarge,
 					"request body exceeds the size limit", map[string]any{"limit_bytes": maxBody})

@@ -386,6 +386,11 @@ func TestBodyLimit(t *testing.T) {
 	if resp.StatusCode != 413 || errorCode(t, body) != CodePayloadTooLarge {
 		t.Fatalf("declared over the limit: %d %s", resp.StatusCode, body)
 	}
+	// Without a token the size does not matter: 401, audited as denied.
+	resp, body = f.do(t, "POST", "/v1/workers/spawn", "", strings.Repeat("a", 1025))
+	if resp.StatusCode != 401 || errorCode(t, body) != CodeMissingAPIKey {
+		t.Fatalf("declared over the limit without a token: %d %s", resp.StatusCode, body)
+	}
 	// Streamed (chunked, no Content-Length): the handler's read fails.
 	req, _ := http.NewRequest("POST", f.srv.URL+"/v1/workers/spawn", io.MultiReader(strings.NewReader(strings.Repeat("b", 1025))))
 	req.ContentLength = -1
@@ -399,7 +404,16 @@ func TestBodyLimit(t *testing.T) {
 	if r2.StatusCode != 413 || errorCode(t, b2) != CodePayloadTooLarge {
 		t.Fatalf("streamed over the limit: %d %s", r2.StatusCode, b2)
 	}
-	// A worker callback too large to authenticate is 413 as well.
+	entries := f.audit.entries(t)
+	if len(entries) != 4 || entries[1].Status != 413 || entries[2].Outcome != "denied" || entries[3].Status != 413 {
+		t.Fatalf("audit of the oversized calls: %+v", entries)
+	}
+	// A worker callback too large to authenticate is 413 as well, declared
+	// or streamed.
+	resp, body = f.do(t, "POST", "/v1/heartbeat", "Bearer "+workerToken, `{"worker_id":"worker-1","x":"`+strings.Repeat("c", 1100)+`"}`)
+	if resp.StatusCode != 413 || errorCode(t, body) != CodePayloadTooLarge {
+		t.Fatalf("declared worker callback over the limit: %d %s", resp.StatusCode, body)
+	}
 	req, _ = http.NewRequest("POST", f.srv.URL+"/v1/heartbeat", io.MultiReader(strings.NewReader(`{"worker_id":"worker-1","x":"`+strings.Repeat("c", 1100)+`"}`)))
 	req.ContentLength = -1
 	req.Header.Set("Authorization", "Bearer "+workerToken)

@@ -14,19 +14,21 @@ type Config struct {
 }
 
 // Stack wraps next in every middleware of this package, outermost first:
-// correlation id, request log, recovery, body limit, auth, audit.
+// correlation id, request log, recovery, auth, audit, body limit.
 //
-// The body limit runs before auth, so a body read to authenticate a worker
-// callback is bounded too, and an oversized declared body is refused before
-// anything reads it. cfg.Auth.Audit also receives every mutating request
-// that passed authentication.
+// Auth comes before the body limit, so an unauthenticated request is 401
+// (and audited as denied) whatever its size; the body auth reads to find a
+// worker callback's id is bounded by the same limit. The audit sits outside
+// the body limit, so an authenticated mutating call refused with 413 is
+// audited too. cfg.Auth.Audit receives every mutating request that passed
+// authentication.
 func Stack(cfg Config, next http.Handler) http.Handler {
 	if cfg.Auth.MaxBodyBytes <= 0 {
 		cfg.Auth.MaxBodyBytes = cfg.MaxBodyBytes
 	}
-	h := Audit(cfg.Auth.Audit)(next)
+	h := BodyLimit(cfg.MaxBodyBytes)(next)
+	h = Audit(cfg.Auth.Audit)(h)
 	h = Auth(cfg.Auth)(h)
-	h = BodyLimit(cfg.MaxBodyBytes)(h)
 	h = Recover(cfg.Logger)(h)
 	h = RequestLog(cfg.Logger, cfg.Observe)(h)
 	return CorrelationID(h)
