@@ -116,7 +116,16 @@ func TestPushRetriesInOrder(t *testing.T) {
 	startPusher(t, e, PushConfig{URL: q.srv.URL + "/v1/hives/events", Token: "queen-secret", BatchSize: 7})
 
 	var want []uint64
-	for i := range 30 {
+	for i := range 15 {
+		register(t, e.reg, wid(i))
+		want = append(want, next(t, s).ID)
+	}
+	q.waitID(t, want[len(want)-1])
+	// Queen fails again, now in the middle of the live events.
+	q.mu.Lock()
+	q.failing = 3
+	q.mu.Unlock()
+	for i := 15; i < 30; i++ {
 		register(t, e.reg, wid(i))
 		want = append(want, next(t, s).ID)
 	}
@@ -137,8 +146,8 @@ func TestPushRetriesInOrder(t *testing.T) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.attempts < 3+len(q.batches) {
-		t.Fatalf("%d attempts for %d batches: the 3 failures were not retried", q.attempts, len(q.batches))
+	if q.attempts != 6+len(q.batches) {
+		t.Fatalf("%d attempts for %d batches: the 6 failures were not retried once each", q.attempts, len(q.batches))
 	}
 	for _, b := range q.batches {
 		if len(b) > 7 {
