@@ -5,6 +5,17 @@
 // Every process a test starts carries a marker in its environment (the
 // daemon passes its environment on to its workers), so the cleanup finds and
 // kills whatever is left, workers included, even when a test fails half way.
+//
+//	e := harness.New(t)                       // binaries built once per test binary
+//	hub := e.StartHub()                       // or e.StartHubServer("--repos", dir)
+//	d := e.StartDaemon(harness.DaemonOptions{ // YAML file, RBEE_HIVE_TOKEN, --port
+//		Config: map[string]any{"provisioner": map[string]any{"hf_endpoint": hub.URL()}},
+//	})
+//	w, err := d.Client().Spawn(ctx, client.SpawnRequest{ModelRef: ref, Backend: "cpu", Wait: true})
+//	d.Kill9()                                 // or d.Stop(timeout), d.Signal(sig)
+//	e.WorkerProcs()                           // what is still running, from /proc
+//
+// A TestMain should call RemoveBuilt after m.Run.
 package harness
 
 import (

@@ -189,7 +189,7 @@ func (e *Env) startDaemon(opts DaemonOptions) (*Daemon, error) {
 	d.cmd.Env = env
 	d.cmd.Dir = e.Dir
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	d.cmd.SysProcAttr = ownGroup()
 	if err := d.cmd.Start(); err != nil {
 		logf.Close()
 		return d, fmt.Errorf("start %s: %w", e.Bins.Hive, err)
@@ -394,3 +394,12 @@ func (d *Daemon) do(method, path string, headers map[string]string, body any) Re
 
 // WorkerLogDir is where the hive keeps worker logs under its state_dir.
 func (d *Daemon) WorkerLogDir() string { return filepath.Join(d.StateDir, "logs") }
+
+// ownGroup puts a started program in a process group of its own (so the
+// cleanup can kill what it started) and kills it if the test process dies
+// without running its cleanups (a test timeout panics past them). Go never
+// retires the thread that forked unless a goroutine locked to it exits,
+// which test code does not do.
+func ownGroup() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}

@@ -52,7 +52,7 @@ func (e *Env) StartHubServer(args ...string) *HubServer {
 	h.cmd = exec.Command(e.Bins.HubServer, args...)
 	h.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + e.Path("home"), e.Marker()}
 	h.cmd.Stderr = logf
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	h.cmd.SysProcAttr = ownGroup()
 	out, err := h.cmd.StdoutPipe()
 	if err != nil {
 		e.TB.Fatal(err)
