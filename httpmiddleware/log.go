@@ -13,11 +13,14 @@ type Observer func(method, route string, status int, d time.Duration)
 
 // RequestLog logs every request through logger (method, route, path,
 // status, duration, correlation id) and calls observe. Server errors log at
-// Warn, the rest at Info; nil logger means slog.Default().
-func RequestLog(logger *slog.Logger, observe Observer) func(http.Handler) http.Handler {
+// Warn, the rest at Info, except successful requests to quiet routes
+// (liveness probes, worker heartbeats: frequent and uneventful), which log
+// at Debug. nil logger means slog.Default().
+func RequestLog(logger *slog.Logger, observe Observer, quiet ...Route) func(http.Handler) http.Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	quietSet := routeSet(quiet)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r, info := WithInfo(r)
@@ -37,8 +40,11 @@ func RequestLog(logger *slog.Logger, observe Observer) func(http.Handler) http.H
 					status = 0
 				}
 				level := slog.LevelInfo
-				if status >= 500 || status == 0 {
+				switch {
+				case status >= 500 || status == 0:
 					level = slog.LevelWarn
+				case status < 300 && quietSet[Route{r.Method, r.URL.Path}]:
+					level = slog.LevelDebug
 				}
 				logger.LogAttrs(r.Context(), level, "http request",
 					slog.String("method", r.Method),

@@ -107,6 +107,7 @@ func newFixture(t *testing.T) *fixture {
 			f.mu.Unlock()
 		},
 		MaxBodyBytes: 1024,
+		QuietRoutes:  []Route{{http.MethodGet, "/v1/quiet"}},
 		Auth: AuthConfig{
 			Token:        adminToken,
 			Exempt:       []Route{{http.MethodGet, "/v1/health"}},
@@ -438,19 +439,24 @@ func TestRecoverAndRequestLog(t *testing.T) {
 		t.Error("no correlation id on the 500")
 	}
 	f.do(t, "GET", "/v1/health", "", "", HeaderCorrelationID, "cid-ok")
+	f.do(t, "GET", "/v1/quiet", "Bearer "+adminToken, "", HeaderCorrelationID, "cid-quiet")
+	f.do(t, "GET", "/v1/quiet", "", "", HeaderCorrelationID, "cid-quiet-denied")
 
 	logs := f.logs.String()
 	if !strings.Contains(logs, `"correlation_id":"cid-panic"`) || !strings.Contains(logs, `"route":"/tmpl/v1/health"`) ||
 		!strings.Contains(logs, `"status":500`) || !strings.Contains(logs, `"duration"`) {
 		t.Errorf("request log:\n%s", logs)
 	}
+	if strings.Contains(logs, "cid-quiet\"") || !strings.Contains(logs, "cid-quiet-denied") {
+		t.Errorf("a quiet route's success must log at debug, its failure at info:\n%s", logs)
+	}
 	entries := f.audit.entries(t)
-	if len(entries) != 1 || entries[0].Status != 500 {
+	if len(entries) != 2 || entries[0].Status != 500 {
 		t.Errorf("a panicking mutating call is audited with 500: %+v", entries)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	want := []observed{{"POST", "/tmpl/panic", 500}, {"GET", "/tmpl/v1/health", 200}}
+	want := []observed{{"POST", "/tmpl/panic", 500}, {"GET", "/tmpl/v1/health", 200}, {"GET", "/tmpl/v1/quiet", 200}, {"GET", "", 401}}
 	if fmt.Sprint(f.observed) != fmt.Sprint(want) {
 		t.Errorf("observed %v, want %v", f.observed, want)
 	}

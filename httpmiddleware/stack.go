@@ -10,6 +10,8 @@ type Config struct {
 	Auth         AuthConfig
 	Logger       *slog.Logger
 	Observe      Observer // metrics; nil: none
+	// QuietRoutes log their successful requests at Debug (see RequestLog).
+	QuietRoutes []Route
 	MaxBodyBytes int64    // 0: DefaultMaxBodyBytes
 }
 
@@ -30,6 +32,6 @@ func Stack(cfg Config, next http.Handler) http.Handler {
 	h = Audit(cfg.Auth.Audit)(h)
 	h = Auth(cfg.Auth)(h)
 	h = Recover(cfg.Logger)(h)
-	h = RequestLog(cfg.Logger, cfg.Observe)(h)
+	h = RequestLog(cfg.Logger, cfg.Observe, cfg.QuietRoutes...)(h)
 	return CorrelationID(h)
 }

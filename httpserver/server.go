@@ -98,6 +98,14 @@ func New(cfg Config) (*Server, error) {
 	s.handler = httpmiddleware.Stack(httpmiddleware.Config{
 		Logger:  cfg.Logger,
 		Observe: observe,
+		// Probes, scrapes and heartbeats arrive all the time; their
+		// successes log at Debug.
+		QuietRoutes: []httpmiddleware.Route{
+			{Method: http.MethodGet, Path: "/v1/health"},
+			{Method: http.MethodPost, Path: "/v1/heartbeat"},
+			{Method: http.MethodGet, Path: "/v1/metrics"},
+			{Method: http.MethodGet, Path: "/metrics"},
+		},
 		Auth: httpmiddleware.AuthConfig{
 			Token:              cfg.Token,
 			Exempt:             []httpmiddleware.Route{{Method: http.MethodGet, Path: "/v1/health"}},
