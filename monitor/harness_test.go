@@ -104,8 +104,15 @@ func testConfig(t testing.TB) Config {
 			Backoff:     restart.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2},
 			MaxRestarts: 100, Window: time.Minute, StableAfter: time.Minute,
 		},
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger: testLogger(t),
 	}
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if _, bench := t.(*testing.B); bench {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 type testWriter struct{ t testing.TB }
@@ -141,6 +148,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 			{Name: "huge", ModelRef: "hf:acme/huge/huge.gguf", VRAMBytes: 1 << 50},
 		},
 		RetryInitial: time.Millisecond,
+		Logger:       testLogger(t),
 		MaxAttempts:  2,
 	})
 	if err != nil {
@@ -153,7 +161,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		}
 	}
 
-	h.res, err = resources.New(resources.Options{NVMLMock: o.nvml, DisableCUDA: o.nvml == ""})
+	h.res, err = resources.New(resources.Options{NVMLMock: o.nvml, DisableCUDA: o.nvml == "", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -438,7 +438,12 @@ func TestReadoptAfterMonitorDropped(t *testing.T) {
 	}
 }
 
-func killGroup(pgid int) { _ = syscallKill(-pgid) }
+func killGroup(pgid int) {
+	if pgid <= 1 {
+		panic("killGroup: bad process group " + strconv.Itoa(pgid))
+	}
+	_ = syscallKill(-pgid)
+}
 
 // reapOurChild reaps pid if it is a child of the test process (workers the
 // dropped monitor started are): a real hive restart has no such parent.

@@ -48,6 +48,9 @@ func (p *process) hasExited() bool {
 // signalGroup sends sig to the process's whole group. ESRCH (the group is
 // gone) is not an error.
 func (p *process) signalGroup(sig syscall.Signal) {
+	if p.pid <= 1 {
+		return // never kill(0) or kill(-1): that is our own group or everyone
+	}
 	if err := unix.Kill(-p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 		// EPERM would mean the pid now names someone else's group: leave it.
 		_ = err
