@@ -7,12 +7,12 @@ import (
 
 // Config configures Stack.
 type Config struct {
-	Auth         AuthConfig
-	Logger       *slog.Logger
-	Observe      Observer // metrics; nil: none
+	Auth    AuthConfig
+	Logger  *slog.Logger
+	Observe Observer // metrics; nil: none
 	// QuietRoutes log their successful requests at Debug (see RequestLog).
-	QuietRoutes []Route
-	MaxBodyBytes int64    // 0: DefaultMaxBodyBytes
+	QuietRoutes  []Route
+	MaxBodyBytes int64 // 0: DefaultMaxBodyBytes
 }
 
 // Stack wraps next in every middleware of this package, outermost first:
