@@ -470,3 +470,10 @@ func (h *Hub) subscribers() int {
 	defer h.mu.Unlock()
 	return len(h.subs)
 }
+
+// latest returns the id of the latest event.
+func (h *Hub) latest() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.nextID - 1
+}
