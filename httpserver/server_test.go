@@ -123,7 +123,11 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 	h := newHarness(t, nil)
 	h.do("GET", "/v1/nope", "").expectError(t, 404, CodeNotFound, "")
 	h.do("GET", "/", "").expectError(t, 404, CodeNotFound, "")
-	h.do("GET", "/v1/workers/spawn", "").expectError(t, 405, CodeMethodNotAllowed, "")
+	a := h.do("GET", "/v1/workers/spawn", "")
+	a.expectError(t, 405, CodeMethodNotAllowed, "")
+	if !strings.Contains(a.header.Get("Allow"), "POST") {
+		t.Errorf("405 without Allow: %q", a.header.Get("Allow"))
+	}
 	h.do("DELETE", "/v1/status", "").expectError(t, 405, CodeMethodNotAllowed, "")
 }
 
