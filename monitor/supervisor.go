@@ -541,6 +541,8 @@ func describeExit(e restart.Exit, why string) string {
 // giveUp marks the worker failed and releases its memory and port; the
 // record stays until it is shut down.
 func (s *supervisor) giveUp(rec *registry.Exit, reason string) {
+	// Released first, so whoever sees the failed record sees them free.
+	s.releaseHolds()
 	_, err := s.m.reg.Update(s.id, func(w *registry.Worker) error {
 		w.State = registry.StateFailed
 		if rec != nil {
@@ -554,5 +556,4 @@ func (s *supervisor) giveUp(rec *registry.Exit, reason string) {
 		return // stopping: Stop releases
 	}
 	s.m.log.Warn("worker failed", "worker_id", s.id, "reason", reason)
-	s.releaseHolds()
 }
