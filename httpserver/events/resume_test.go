@@ -185,3 +185,19 @@ func TestHubFallsBehindSendsReset(t *testing.T) {
 		t.Fatalf("after the reset: %d %s", ev2.ID, ev2.WorkerID())
 	}
 }
+
+// A reset larger than the client's read buffer arrives whole.
+func TestLargeReset(t *testing.T) {
+	e := newEnv(t, Config{})
+	for i := range 300 {
+		register(t, e.reg, wid(i))
+	}
+	s := e.watch(t, WatchOptions{Snapshot: true})
+	ev := next(t, s)
+	if ev.Type != TypeReset || len(ev.Snapshot.Workers) != 300 || ev.Snapshot.Workers[299].ID != wid(299) {
+		t.Fatalf("reset of %d workers", len(ev.Snapshot.Workers))
+	}
+	if raw, _ := json.Marshal(ev); len(raw) < 64<<10 {
+		t.Fatalf("the reset is only %d bytes: not larger than the read buffer", len(raw))
+	}
+}

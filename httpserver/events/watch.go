@@ -273,10 +273,11 @@ func (w *watcher) read(ctx context.Context, st *stream) error {
 	for {
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			// A long data line: gather it whole.
+			// A long data line: gather it whole (copy first: the next read
+			// reuses the buffer line points into).
+			long := append([]byte(nil), line...)
 			rest, err2 := br.ReadBytes('\n')
-			line = append(append([]byte(nil), line...), rest...)
-			err = err2
+			line, err = append(long, rest...), err2
 		}
 		if err != nil {
 			if got {
@@ -336,7 +337,9 @@ func (w *watcher) setLast(id uint64) {
 func (w *watcher) deliver(ctx context.Context, typ string, data []byte) error {
 	var ev Event
 	if err := json.Unmarshal(data, &ev); err != nil {
-		return fmt.Errorf("events: watch: event %q: %w", typ, err)
+		// Skip it rather than fail on it again after every reconnect.
+		w.opts.Logger.Warn("events: watch: skipping an event that does not decode", "type", typ, "err", err)
+		return nil
 	}
 	if ev.Type != TypeReset && w.resume && ev.ID <= w.lastID {
 		return nil // seen already

@@ -39,7 +39,7 @@ func TestWatchResumesDedupesAndStops(t *testing.T) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		switch n {
 		case 0:
-			io.WriteString(w, "id: 10\n\n: ping\n\n"+frame(11, TypeWorkerRegistered)+frame(12, TypeWorkerRemoved)+frame(13, TypeWorkerRegistered))
+			io.WriteString(w, "id: 10\n\n: ping\n\n"+frame(11, TypeWorkerRegistered)+"event: junk\ndata: {not json\n\n"+frame(12, TypeWorkerRemoved)+frame(13, TypeWorkerRegistered))
 		case 1:
 			// 12 and 13 again, then a hive that restarted with lower ids.
 			io.WriteString(w, frame(12, TypeWorkerRemoved)+frame(13, TypeWorkerRegistered)+frame(14, TypeWorkerRemoved)+frame(5, TypeReset)+frame(6, TypeWorkerRegistered))
