@@ -36,6 +36,10 @@ func TestMain(m *testing.M) {
 		workertest.Main()
 		return
 	}
+	if os.Getenv("RBEE_TEST_HIVE_MAIN") == "1" {
+		runTestHive()
+		return
+	}
 	goleak.VerifyTestMain(m)
 }
 

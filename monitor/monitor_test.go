@@ -534,3 +534,25 @@ func TestDownloadFailingAfterSpawnFailsTheWorker(t *testing.T) {
 		t.Fatalf("failed record: %+v (reserved %d, ports %d)", f, h.reservedBytes(), h.portsHeld())
 	}
 }
+
+func TestStopWhileProvisioning(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	if _, err := h.hub.AddRepo("acme/slow", &hubtest.File{Path: "m.gguf", Content: hubtest.Synthetic(4, 1<<20), LFS: true,
+		Faults: hubtest.Faults{CutAfter: 1, Stall: time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: "hf:acme/slow/m.gguf", Backend: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.PID != 0 || w.State != registry.StateLoading || h.reservedBytes() == 0 {
+		t.Fatalf("spawn of a downloading model: %+v (reserved %d)", w, h.reservedBytes())
+	}
+	out, err := h.mon().Stop(context.Background(), w.ID, 0)
+	if err != nil || out != OutcomeGraceful {
+		t.Fatalf("stop = %q, %v", out, err)
+	}
+	if h.reg.Len() != 0 || h.reservedBytes() != 0 || h.portsHeld() != 0 {
+		t.Fatal("stop of a provisioning worker left something behind")
+	}
+}
