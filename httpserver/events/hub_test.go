@@ -22,6 +22,7 @@ func TestStreamOrderAndContent(t *testing.T) {
 	setState(t, e.reg, "worker-a", registry.StateIdle, func(w *registry.Worker) { w.URL = "http://127.0.0.1:9000" })
 	// A heartbeat only: no event.
 	setState(t, e.reg, "worker-a", registry.StateIdle, func(w *registry.Worker) { now := time.Now(); w.LastHeartbeat = &now })
+	setState(t, e.reg, "worker-a", registry.StateUnhealthy, func(w *registry.Worker) { w.LastError = "3 health probes failed" })
 	code := 1
 	setState(t, e.reg, "worker-a", registry.StateRestarting, func(w *registry.Worker) {
 		w.RestartCount = 2
@@ -41,7 +42,8 @@ func TestStreamOrderAndContent(t *testing.T) {
 	wants := []want{
 		{typ: TypeWorkerRegistered},
 		{typ: TypeWorkerStateChanged, from: "loading", to: "idle"},
-		{typ: TypeWorkerStateChanged, from: "idle", to: "restarting", reason: "error"},
+		{typ: TypeWorkerStateChanged, from: "idle", to: "unhealthy", reason: "3 health probes failed"},
+		{typ: TypeWorkerStateChanged, from: "unhealthy", to: "restarting", reason: "error"},
 		{typ: TypeWorkerRestarted, attempt: 2},
 		{typ: TypeWorkerStateChanged, from: "restarting", to: "loading"},
 		{typ: TypeWorkerStateChanged, from: "loading", to: "failed", reason: "ready timeout"},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -43,6 +44,8 @@ type Pusher struct {
 	cfg PushConfig
 	hub *Hub
 	log *slog.Logger
+
+	overflows atomic.Int64 // times the buffer overflowed (tests read it)
 }
 
 // NewPusher creates a pusher of h's events; nothing happens until Run.
@@ -91,6 +94,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 		if ctx.Err() != nil || errors.Is(err, ErrHubStopped) {
 			return nil
 		}
+		p.overflows.Add(1)
 		p.log.Warn("events: push: more events waited for queen than the buffer holds; they were discarded and a reset follows", "buffer", p.cfg.MaxBuffer)
 	}
 }

@@ -86,7 +86,7 @@ func (q *queen) waitID(t *testing.T, id uint64) []Event {
 	}
 }
 
-func startPusher(t *testing.T, e *env, cfg PushConfig) {
+func startPusher(t *testing.T, e *env, cfg PushConfig) *Pusher {
 	cfg.Logger = quiet()
 	if cfg.RetryInitial == 0 {
 		cfg.RetryInitial, cfg.RetryMax = time.Millisecond, 10*time.Millisecond
@@ -107,6 +107,7 @@ func startPusher(t *testing.T, e *env, cfg PushConfig) {
 		}
 		hc.CloseIdleConnections()
 	})
+	return p
 }
 
 func TestPushRetriesInOrder(t *testing.T) {
@@ -168,13 +169,17 @@ func TestPushOverflowThenReset(t *testing.T) {
 	q := newQueen(t, 0)
 	q.down = true
 	s := e.watch(t, WatchOptions{})
-	startPusher(t, e, PushConfig{URL: q.srv.URL, MaxBuffer: 10})
+	p := startPusher(t, e, PushConfig{URL: q.srv.URL, MaxBuffer: 10})
+	waitUntil(t, "the pusher subscribed", func() bool { return e.hub.subscribers() == 2 })
 
 	for i := range 40 {
 		register(t, e.reg, wid(i))
 	}
 	for range 40 {
 		next(t, s) // the hub has fanned them out: the pusher overflowed
+	}
+	if p.overflows.Load() == 0 {
+		t.Fatal("40 events while queen was down did not overflow a buffer of 10")
 	}
 	q.mu.Lock()
 	q.down = false
