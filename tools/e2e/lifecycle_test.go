@@ -50,7 +50,7 @@ func TestCrashRestart(t *testing.T) {
 		return x.RestartCount >= 1 && x.State == "idle"
 	})
 	if r.RestartCount != 1 || r.PID == w.PID || r.PID <= 0 {
-		t.Fatalf("after one crash: restart_count %d pid %d (was %d); want 1 and a new pid", r.RestartCount, r.PID, w.PID)
+		t.Fatalf("after one crash: restart_count %d pid %d (was %d), last_exit %+v, last_error %q; want 1 and a new pid", r.RestartCount, r.PID, w.PID, r.LastExit, r.LastError)
 	}
 	if r.LastExit == nil || r.LastExit.Code == nil || *r.LastExit.Code != 3 || r.LastExit.Reason != "error" {
 		t.Errorf("last_exit %+v, want code 3 reason error", r.LastExit)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,13 +165,24 @@ func FreePort() (int, error) {
 var portBlock atomic.Int64
 
 // WorkerPortRange returns a range of 40 ports for one daemon's workers,
-// distinct from the ranges of the other daemons of this test binary and
-// likely distinct from other test binaries' (spread by pid). The hive checks
-// each port by binding, so an overlap costs a retry, not a failure.
+// below the kernel's ephemeral range (so no outgoing connection takes a
+// worker's port between the hive's check and the worker's bind), distinct
+// from the ranges of the other daemons of this test binary and likely
+// distinct from other test binaries' (spread by pid). The hive checks each
+// port by binding, so an overlap costs a retry, not a failure.
 func WorkerPortRange() [2]int {
-	const size, blocks = 40, 500 // 20000 ports from 30000
+	const size, lowest = 40, 10000
+	top := 32768 // Linux's default ephemeral range starts here
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if lo, err := strconv.Atoi(f[0]); err == nil && lo > lowest+100*size {
+				top = lo
+			}
+		}
+	}
+	blocks := (top - lowest) / size
 	base := (os.Getpid()*7 + int(portBlock.Add(1))) % blocks
-	lo := 30000 + base*size
+	lo := lowest + base*size
 	return [2]int{lo, lo + size - 1}
 }
 
