@@ -490,6 +490,7 @@ func (m *Monitor) Logs(id string, n int) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
+	capLog(path, m.cfg.LogMaxBytes, m.log)
 	return tailLines(path, n)
 }
 

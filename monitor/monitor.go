@@ -3,6 +3,29 @@
 // crash detection, health probes, restarts by policy, stop, and re-adoption
 // of live workers after a hive restart. It is the only module that starts or
 // signals worker processes.
+//
+// How it works, briefly:
+//
+//   - Each worker runs in its own process group (its children are killed with
+//     it, after every exit and at stop), with stdout and stderr appended to
+//     LogDir/<worker_id>.log (capped, see Logs).
+//   - Exits are seen at once through a pidfd watched by the runtime's
+//     poller, the same way for workers this monitor started and for workers
+//     it re-adopted; its own children are reaped, so no zombie is left.
+//   - Without persistence, workers get a parent-death signal (SIGKILL) and
+//     die with the hive; processes are started from one OS thread locked
+//     for the monitor's lifetime, because the signal follows the forking
+//     thread, not the process (Go issue 27505).
+//   - Readiness: the ready callback (Ready, authenticated by the per-worker
+//     token's sha256, compared in constant time) or polling
+//     GET {url}{HealthPath} every 10ms growing to 250ms. HealthPath also
+//     serves the periodic health probes.
+//   - Restarts follow the restart package's Tracker, one per worker.
+//   - The worker's id, token, hive URL, correlation id and, for cuda,
+//     CUDA_VISIBLE_DEVICES are in its environment (RBEE_WORKER_ID,
+//     RBEE_WORKER_TOKEN, RBEE_HIVE_URL, RBEE_CORRELATION_ID).
+//
+// Requires Linux 5.3 or later (pidfd_open).
 package monitor
 
 import (
@@ -26,7 +49,7 @@ type Config struct {
 	Command          []string // template with {worker_id} {model_path} {model_ref} {backend} {device} {port} {callback_url}
 	Env              []string // extra environment, KEY=VALUE
 	Readiness        string
-	HealthPath       string
+	HealthPath       string // GET {url}{HealthPath}: poll readiness and health probes ("/health")
 	PortMin, PortMax int
 	ReadyTimeout     time.Duration
 	Grace            time.Duration // after the HTTP shutdown request, before SIGTERM

@@ -21,6 +21,7 @@ type process struct {
 	pid       int // also its process group id
 	startTime uint64
 	startedAt time.Time
+	child     bool // started by this monitor (else re-adopted)
 	pidfd     *os.File
 
 	exited chan struct{} // closed once the process has ended (and was reaped, if ours)
@@ -108,7 +109,7 @@ func (m *Monitor) watchProcess(pid, fd int, startTime uint64, child bool) (*proc
 		unix.Close(fd)
 		return nil, fmt.Errorf("pidfd nonblock: %w", err)
 	}
-	p := &process{pid: pid, startTime: startTime, startedAt: time.Now(),
+	p := &process{pid: pid, startTime: startTime, startedAt: time.Now(), child: child,
 		pidfd: os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid)), exited: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(m.ctx)
 	m.wg.Add(1)

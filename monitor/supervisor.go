@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -340,7 +341,9 @@ func (s *supervisor) markReady(p *process, url string, vram *int64) (registry.Wo
 	s.tracker.Ready(now)
 	s.failures = 0
 	s.mu.Unlock()
-	s.m.obs.WorkerReady(time.Since(p.startedAt))
+	if p.child {
+		s.m.obs.WorkerReady(time.Since(p.startedAt)) // spawn → ready; unknown for re-adopted ones
+	}
 	select {
 	case s.readyCh <- p:
 	default:
@@ -354,7 +357,9 @@ func (s *supervisor) markReady(p *process, url string, vram *int64) (registry.Wo
 // decides.
 func (s *supervisor) superviseLive(p *process) string {
 	m := s.m
-	t := time.NewTicker(m.cfg.HealthInterval)
+	// The first probe comes at a random point of the interval, so workers
+	// started together are not probed together.
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(m.cfg.HealthInterval))) + 1)
 	defer t.Stop()
 	for {
 		select {
@@ -368,6 +373,7 @@ func (s *supervisor) superviseLive(p *process) string {
 				s.killUnhealthy(p, why)
 				return why
 			}
+			t.Reset(m.cfg.HealthInterval)
 		}
 	}
 }
