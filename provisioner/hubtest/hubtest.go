@@ -175,6 +175,37 @@ type Server struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	files     []*os.File // opened by AddDir, closed by Close
+	running   tracker    // Serve loops and handlers, awaited by Close
+}
+
+// tracker counts running goroutines; unlike a WaitGroup it tolerates a
+// handler starting while Close waits.
+type tracker struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	n    int
+}
+
+func (t *tracker) Add(d int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cond == nil {
+		t.cond = sync.NewCond(&t.mu)
+	}
+	t.n += d
+	if t.n == 0 {
+		t.cond.Broadcast()
+	}
+}
+
+func (t *tracker) Done() { t.Add(-1) }
+
+func (t *tracker) Wait() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for t.n > 0 {
+		t.cond.Wait()
+	}
 }
 
 // New starts a hub on two loopback listeners.
@@ -194,11 +225,29 @@ func New(opts Options) (*Server, error) {
 		s.apiLn.Close()
 		return nil, fmt.Errorf("hubtest: listen %s: %w", opts.CDNAddr, err)
 	}
-	s.api = &http.Server{Handler: http.HandlerFunc(s.serveAPI), ReadHeaderTimeout: 10 * time.Second}
-	s.cdn = &http.Server{Handler: http.HandlerFunc(s.serveCDN), ReadHeaderTimeout: 10 * time.Second}
-	go s.api.Serve(s.apiLn) //nolint:errcheck // ends with Close
-	go s.cdn.Serve(s.cdnLn) //nolint:errcheck // ends with Close
+	s.api = &http.Server{Handler: s.tracked(s.serveAPI), ReadHeaderTimeout: 10 * time.Second}
+	s.cdn = &http.Server{Handler: s.tracked(s.serveCDN), ReadHeaderTimeout: 10 * time.Second}
+	for _, srv := range []struct {
+		*http.Server
+		net.Listener
+	}{{s.api, s.apiLn}, {s.cdn, s.cdnLn}} {
+		s.running.Add(1)
+		go func() {
+			defer s.running.Done()
+			srv.Serve(srv.Listener) //nolint:errcheck // ends with Close
+		}()
+	}
 	return s, nil
+}
+
+// tracked counts a handler as running until it returns, so that Close can
+// wait for every one (tests check for leaked goroutines).
+func (s *Server) tracked(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.running.Add(1)
+		defer s.running.Done()
+		h(w, r)
+	})
 }
 
 // URL is the hub endpoint (what HF_ENDPOINT would be).
@@ -207,7 +256,8 @@ func (s *Server) URL() string { return "http://" + s.apiLn.Addr().String() }
 // CDNURL is the base URL of the second listener serving LFS content.
 func (s *Server) CDNURL() string { return "http://" + s.cdnLn.Addr().String() }
 
-// Close stops the server and cuts open connections.
+// Close stops the server, cuts open connections and waits for its
+// goroutines' handlers to return.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.done)
@@ -219,6 +269,7 @@ func (s *Server) Close() error {
 		}
 		s.files = nil
 		s.mu.Unlock()
+		s.running.Wait()
 	})
 	return nil
 }
