@@ -94,9 +94,35 @@ func TestConfigRejected(t *testing.T) {
 		out := d.Log()
 		for _, w := range c.want {
 			if !strings.Contains(out, w) {
-				t.Errorf("%s: output does not name %q:\n%s", c.name, w, out)
+				t.Errorf("%s: stderr does not name %q:\n%s", c.name, w, out)
 			}
 		}
+		if strings.Contains(out, "listening") {
+			t.Errorf("%s: the hive listened before refusing:\n%s", c.name, out)
+		}
+	}
+}
+
+// TestVersionAndHelp: --version prints the version /v1/health reports,
+// --help the usage; both exit 0 without serving.
+func TestVersionAndHelp(t *testing.T) {
+	t.Parallel()
+	e := harness.New(t)
+	version := e.StartDaemon(harness.DaemonOptions{NoWait: true, Args: []string{"--version"}})
+	help := e.StartDaemon(harness.DaemonOptions{NoWait: true, Args: []string{"--help"}})
+	for _, d := range []*harness.Daemon{version, help} {
+		if st, err := d.Wait(30 * time.Second); err != nil || !st.Success() {
+			t.Fatalf("exit %v %v:\n%s", st, err, d.Log())
+		}
+	}
+	if !strings.Contains(help.Stdout(), "--config") || !strings.Contains(help.Stdout(), "RBEE_HIVE_") {
+		t.Errorf("--help printed %q", help.Stdout())
+	}
+	d := e.StartDaemon(harness.DaemonOptions{})
+	var h map[string]any
+	d.RequestAuth("GET", "/v1/health", "", nil).JSON(t, &h)
+	if want := fmt.Sprintf("rbee-hive %v\n", h["version"]); version.Stdout() != want {
+		t.Errorf("--version printed %q, want %q", version.Stdout(), want)
 	}
 }
 

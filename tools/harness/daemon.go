@@ -65,7 +65,8 @@ type Daemon struct {
 	Token      string
 	StateDir   string
 	ConfigPath string // "" with NoConfigFile
-	LogPath    string // stdout and stderr
+	LogPath    string // stderr (the slog log)
+	StdoutPath string
 	HTTP       *http.Client
 
 	n     int
@@ -106,7 +107,7 @@ func (e *Env) startDaemon(opts DaemonOptions) (*Daemon, error) {
 	e.mu.Unlock()
 
 	d := &Daemon{Env: e, n: n, done: make(chan struct{}), StateDir: opts.StateDir, Token: opts.Token,
-		LogPath: e.Path(fmt.Sprintf("daemon-%d.log", n)), HTTP: &http.Client{Timeout: 30 * time.Second}}
+		LogPath: e.Path(fmt.Sprintf("daemon-%d.log", n)), StdoutPath: e.Path(fmt.Sprintf("daemon-%d.stdout", n)), HTTP: &http.Client{Timeout: 30 * time.Second}}
 	if d.StateDir == "" {
 		d.StateDir = e.Path(fmt.Sprintf("state-%d", n))
 	}
@@ -181,20 +182,24 @@ func (e *Env) startDaemon(opts DaemonOptions) (*Daemon, error) {
 	args = append(args, opts.Args...)
 	env = append(env, opts.Env...)
 
-	logf, err := os.OpenFile(d.LogPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logf, err := os.Create(d.LogPath)
 	if err != nil {
 		return d, err
 	}
+	defer logf.Close() // the child has its own copies
+	outf, err := os.Create(d.StdoutPath)
+	if err != nil {
+		return d, err
+	}
+	defer outf.Close()
 	d.cmd = exec.Command(e.Bins.Hive, args...)
 	d.cmd.Env = env
 	d.cmd.Dir = e.Dir
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.Stdout, d.cmd.Stderr = outf, logf
 	d.cmd.SysProcAttr = ownGroup()
 	if err := d.cmd.Start(); err != nil {
-		logf.Close()
 		return d, fmt.Errorf("start %s: %w", e.Bins.Hive, err)
 	}
-	logf.Close() // the child has its own copy
 	e.mu.Lock()
 	e.daemons = append(e.daemons, d)
 	e.mu.Unlock()
@@ -295,9 +300,15 @@ func (d *Daemon) kill() {
 	_ = syscall.Kill(d.PID(), syscall.SIGKILL)
 }
 
-// Log returns what the daemon wrote to stdout and stderr so far.
+// Log returns what the daemon wrote to stderr (its log) so far.
 func (d *Daemon) Log() string {
 	b, _ := os.ReadFile(d.LogPath)
+	return string(b)
+}
+
+// Stdout returns what the daemon wrote to stdout so far.
+func (d *Daemon) Stdout() string {
+	b, _ := os.ReadFile(d.StdoutPath)
 	return string(b)
 }
 
