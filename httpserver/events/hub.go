@@ -46,8 +46,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// ErrHubStopped is returned to subscribers once Run has returned.
-var ErrHubStopped = errors.New("events: hub stopped")
+// errHubStopped is why subscriptions end once Run has returned.
+var errHubStopped = errors.New("events: hub stopped")
 
 // Hub numbers the hive's changes and fans them out. Create it with New,
 // run it with Run, serve it as an http.Handler.
@@ -123,7 +123,8 @@ func (s *subscriber) matches(e *entry) bool {
 	return true
 }
 
-// New creates a hub; nothing happens until Run.
+// New creates a hub. It starts watching the registry at once, so no change
+// between New and Run is lost; events flow once Run runs.
 func New(cfg Config) *Hub {
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = DefaultBuffer
@@ -407,7 +408,7 @@ func (h *Hub) subscribe(req subscribeRequest) (subscribeResult, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return subscribeResult{}, ErrHubStopped
+		return subscribeResult{}, errHubStopped
 	}
 	res := subscribeResult{sub: s, pos: h.nextID - 1}
 	if req.resume && req.lastID != res.pos {
@@ -460,7 +461,7 @@ func (h *Hub) stop() {
 	defer h.mu.Unlock()
 	h.closed = true
 	for s := range h.subs {
-		h.endLocked(s, ErrHubStopped)
+		h.endLocked(s, errHubStopped)
 	}
 }
 

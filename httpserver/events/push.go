@@ -91,7 +91,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 		}
 		err = p.pump(ctx, res)
 		p.hub.unsubscribe(res.sub)
-		if ctx.Err() != nil || errors.Is(err, ErrHubStopped) {
+		if ctx.Err() != nil || errors.Is(err, errHubStopped) {
 			return nil
 		}
 		p.overflows.Add(1)
