@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -121,6 +122,23 @@ func TestSpawnListLogsShutdown(t *testing.T) {
 		t.Errorf("evict once unused: %+v, %v", ev, err)
 	}
 	waitNoWorkers(t, e, 10*time.Second)
+
+	m, err := c.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range []string{
+		`rbee_hive_requests_total\{code="202",method="POST",route="/v1/workers/spawn"\} 1`,
+		`rbee_hive_requests_total\{code="200",method="POST",route="/v1/workers/spawn"\} 1`,
+		`rbee_hive_requests_total\{code="409",method="DELETE",route="/v1/models/evict"\} 1`,
+		`rbee_hive_worker_ready_seconds_count 2`,
+		`rbee_hive_provision_bytes_total 262144`,
+		`rbee_hive_workers_total 0`,
+	} {
+		if !regexp.MustCompile(`(?m)^` + re + `$`).Match(m) {
+			t.Errorf("metrics lack %s:\n%s", re, grepLines(string(m), "rbee_hive_"))
+		}
+	}
 	if st := d.Stop(30 * time.Second); !st.Success() {
 		t.Fatalf("SIGTERM exit %s", st)
 	}
