@@ -37,7 +37,7 @@ func BenchmarkSpawnReady(b *testing.B) {
 			p := "0" // any free port: the worker reports its URL
 			cmd := exec.Command(os.Args[0], "--worker-id", "w", "--model", "/m", "--model-ref", "file:/m",
 				"--backend", "cpu", "--device", "0", "--port", p, "--callback-url", hive.URL+"/v1/workers/ready")
-			cmd.Env = append(os.Environ(), "RBEE_REFWORKER_MAIN=1", "RBEE_WORKER_TOKEN=t")
+			cmd.Env = append(os.Environ(), "RBEE_REFWORKER_MAIN=1", "RBEE_WORKER_TOKEN=t", "GORACE=atexit_sleep_ms=0")
 			logf, _ := os.Create(dir + "/w.log")
 			cmd.Stdout, cmd.Stderr = logf, logf
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -91,7 +91,7 @@ func BenchmarkCrashRelaunch(b *testing.B) {
 		defer logf.Close()
 		for b.Loop() {
 			cmd := exec.Command(argv[0], argv[1:]...)
-			cmd.Env = append(os.Environ(), "RBEE_REFWORKER_MAIN=1", "RBEE_REF_CRASH_AT_START=1")
+			cmd.Env = append(os.Environ(), "RBEE_REFWORKER_MAIN=1", "RBEE_REF_CRASH_AT_START=1", "GORACE=atexit_sleep_ms=0")
 			cmd.Stdout, cmd.Stderr = logf, logf
 			if err := cmd.Start(); err != nil {
 				b.Fatal(err)

@@ -39,7 +39,7 @@ func runTestHive() {
 	}
 	m, err := New(Config{
 		Command: []string{os.Args[0], "--worker-id", "{worker_id}", "--port", "{port}"},
-		Env:     []string{"RBEE_REFWORKER_MAIN=1", "RBEE_REF_READINESS=none", "RBEE_TEST_HIVE_MAIN="},
+		Env:     []string{"RBEE_REFWORKER_MAIN=1", "RBEE_REF_READINESS=none", "RBEE_TEST_HIVE_MAIN=", "GORACE=atexit_sleep_ms=0"},
 		// Readiness by poll: this hive serves no callback.
 		Readiness: ReadinessPoll, LogDir: filepath.Dir(model), PortMin: 40000, PortMax: 60000,
 		Logger: slog.New(slog.DiscardHandler),
@@ -68,7 +68,7 @@ func TestWorkersDieWithTheHiveWithoutStateDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	hive := exec.Command(os.Args[0])
-	hive.Env = append(os.Environ(), "RBEE_TEST_HIVE_MAIN=1", "RBEE_TEST_HIVE_MODEL="+model)
+	hive.Env = append(os.Environ(), "RBEE_TEST_HIVE_MAIN=1", "RBEE_TEST_HIVE_MODEL="+model, "GORACE=atexit_sleep_ms=0")
 	hive.Stderr = os.Stderr
 	out, err := hive.StdoutPipe()
 	if err != nil {

@@ -177,7 +177,8 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	h.cfg = testConfig(t)
 	h.cfg.HiveURL = h.hive.URL
 	h.cfg.Observer = h.obs
-	h.cfg.Env = append([]string{"RBEE_REFWORKER_MAIN=1"}, o.env...)
+	// GORACE: a race-enabled worker would otherwise sleep 1s at every exit.
+	h.cfg.Env = append([]string{"RBEE_REFWORKER_MAIN=1", "GORACE=atexit_sleep_ms=0"}, o.env...)
 	h.cfg.Persistent = o.stateDir != ""
 	if o.cfg != nil {
 		o.cfg(&h.cfg)
@@ -365,9 +366,28 @@ func childrenOf(ppid int) []string {
 	return out
 }
 
-// groupGone reports whether no process is left in process group pgid.
+// groupGone reports whether no live process is left in process group pgid.
+// Zombies do not count: a worker's orphaned child is reaped by init, on its
+// own schedule (or never, where init does not reap).
 func groupGone(pgid int) bool {
-	return errors.Is(unix.Kill(-pgid, 0), unix.ESRCH)
+	if errors.Is(unix.Kill(-pgid, 0), unix.ESRCH) {
+		return true
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			return false
+		}
+	}
+	return true
 }
 
 // pidGone reports whether pid no longer runs (gone or a zombie someone

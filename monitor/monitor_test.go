@@ -176,6 +176,7 @@ func TestHangIsUnhealthyThenRestarted(t *testing.T) {
 			c.HealthTimeout = 50 * time.Millisecond
 			c.FailureThreshold = 2
 			c.TermTimeout = 100 * time.Millisecond
+			c.Grace = 100 * time.Millisecond
 		},
 	})
 	w := h.spawn("")
@@ -235,7 +236,6 @@ func TestStopOutcomesKillTheWorkersChildToo(t *testing.T) {
 				t.Fatalf("stop = %q, %v; want %q", out, err, c.want)
 			}
 			waitUntil(t, "the worker's child to die", func() bool { return pidGone(child) })
-			// The orphaned child is reaped by init; then the group is empty.
 			waitUntil(t, "the process group to be gone", func() bool { return groupGone(w.PID) })
 			if h.reg.Len() != 0 || h.reservedBytes() != 0 || h.portsHeld() != 0 {
 				t.Fatal("stop left a record, memory or a port")

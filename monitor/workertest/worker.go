@@ -112,7 +112,7 @@ func Run(args []string) int {
 	}
 
 	w := &worker{opts: o, vram: int64(envInt(EnvVRAMBytes, 0)), busy: os.Getenv(EnvBusy) == "1",
-		exit: make(chan int, 1), hang: make(chan struct{})}
+		exit: make(chan exitReq, 1), hang: make(chan struct{})}
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port)))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "rbee-ref: listen: %v\n", err)
@@ -130,13 +130,19 @@ func Run(args []string) int {
 		}
 	}
 	if d, ok := envDurationOK(EnvCrashAfter); ok {
-		time.AfterFunc(d, func() { w.exitWith(exitCode) })
+		time.AfterFunc(d, func() { w.exitWith(exitCode, false) })
 	}
 	if d, ok := envDurationOK(EnvHangAfter); ok {
 		time.AfterFunc(d, func() { close(w.hang) })
 	}
-	code := <-w.exit
-	return exitNow(code, "exiting")
+	req := <-w.exit
+	if req.graceful {
+		// Let the shutdown response (and anything else in flight) finish.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
+	}
+	return exitNow(req.code, "exiting")
 }
 
 func exitNow(code int, why string) int {
@@ -151,12 +157,17 @@ type worker struct {
 	busy  bool
 	ready atomic.Bool
 	hang  chan struct{} // closed: handlers block forever
-	exit  chan int
+	exit  chan exitReq
 }
 
-func (w *worker) exitWith(code int) {
+type exitReq struct {
+	code     int
+	graceful bool // after POST /v1/shutdown: finish in-flight requests first
+}
+
+func (w *worker) exitWith(code int, graceful bool) {
 	select {
-	case w.exit <- code:
+	case w.exit <- exitReq{code, graceful}:
 	default:
 	}
 }
@@ -178,7 +189,7 @@ func (w *worker) routes() http.Handler {
 	mux.HandleFunc("POST /v1/shutdown", func(rw http.ResponseWriter, r *http.Request) {
 		w.maybeHang(r)
 		writeJSON(rw, map[string]any{"status": "shutting_down"})
-		time.AfterFunc(envDuration(EnvShutdownDelay, 0), func() { w.exitWith(0) })
+		time.AfterFunc(envDuration(EnvShutdownDelay, 0), func() { w.exitWith(0, true) })
 	})
 	mux.HandleFunc("GET /v1/models", func(rw http.ResponseWriter, r *http.Request) {
 		w.maybeHang(r)

@@ -37,7 +37,7 @@ func TestProtocol(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "--worker-id", "worker-1", "--model", "/m.gguf", "--model-ref", "file:/m.gguf",
 		"--backend", "cuda", "--device", "2", "--port", "0", "--callback-url", hive.URL+"/v1/workers/ready")
-	cmd.Env = append(os.Environ(), "RBEE_REFWORKER_MAIN=1", "RBEE_WORKER_TOKEN=secret", EnvVRAMBytes+"=42", EnvBusy+"=1")
+	cmd.Env = append(os.Environ(), "RBEE_REFWORKER_MAIN=1", "GORACE=atexit_sleep_ms=0", "RBEE_WORKER_TOKEN=secret", EnvVRAMBytes+"=42", EnvBusy+"=1")
 	var out strings.Builder
 	cmd.Stdout = &out
 	if err := cmd.Start(); err != nil {
@@ -103,7 +103,7 @@ func TestProtocol(t *testing.T) {
 
 func TestCrashAtStartExitCode(t *testing.T) {
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "RBEE_REFWORKER_MAIN=1", EnvCrashAtStart+"=1", EnvExitCode+"=9")
+	cmd.Env = append(os.Environ(), "RBEE_REFWORKER_MAIN=1", "GORACE=atexit_sleep_ms=0", EnvCrashAtStart+"=1", EnvExitCode+"=9")
 	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 9 {
 		t.Fatalf("exit: %v", err)
