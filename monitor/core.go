@@ -27,6 +27,7 @@ type models interface {
 	Cached(ref string) (provisioner.Model, bool)
 	Start(ref string) (*provisioner.Provision, error)
 	Catalog() []provisioner.CatalogEntry
+	Touch(ref string)
 }
 
 // Monitor supervises workers. Safe for concurrent use.
@@ -126,6 +127,9 @@ func newMonitor(cfg Config, reg *registry.Registry, res *resources.Manager, prov
 		m.logDir, m.ownLogDir = d, true
 	} else if err := os.MkdirAll(m.logDir, 0o750); err != nil {
 		return nil, fmt.Errorf("monitor: log dir: %w", err)
+	}
+	if cfg.Readiness == ReadinessCallback && cfg.HiveURL == "" {
+		m.log.Warn("worker readiness is callback but no hive URL is set: workers cannot report ready")
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.wg.Add(1)

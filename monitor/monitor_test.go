@@ -460,6 +460,9 @@ func TestDetachLeavesWorkersRunning(t *testing.T) {
 	if _, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cpu"}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("spawn after detach: %v", err)
 	}
+	if _, err := h.mon().Stop(context.Background(), w.ID, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("stop after detach: %v", err)
+	}
 	h.mon().Close()
 	killGroup(w.PID)
 	waitUntil(t, "worker dead", func() bool { return pidGone(w.PID) })

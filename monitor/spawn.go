@@ -165,6 +165,7 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 		return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 	}
 	close(s.registered)
+	m.prov.Touch(canonical)
 	m.wg.Add(1)
 	go s.run(p, false, pending, nil, "")
 	m.log.Info("worker spawned", "worker_id", id, "pid", w.PID, "model_ref", canonical,
@@ -362,6 +363,9 @@ func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
 // (restarting, failed, provisioning) is just removed, with outcome graceful.
 // Concurrent stops of one worker share the first one's outcome.
 func (m *Monitor) Stop(ctx context.Context, id string, timeout time.Duration) (Outcome, error) {
+	if m.isClosed() {
+		return "", fmt.Errorf("stop %s: %w", id, ErrClosed) // detached: the processes are not ours to wait for
+	}
 	s := m.sup(id)
 	if s == nil {
 		if _, err := m.reg.Remove(id); err != nil {
