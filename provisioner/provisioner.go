@@ -212,6 +212,12 @@ type Provisioner struct {
 	inflight map[string]*Provision // by canonical ref
 	byID     map[string]*Provision // in flight and recently finished
 
+	// busyRepos counts provisions in flight per hf repo (own lock, taken
+	// with no other held): a snapshot such a provision is filling is not
+	// yet a whole repo for Cached.
+	repoMu    sync.Mutex
+	busyRepos map[string]int
+
 	blobs           singleflight.Group
 	cacheMu         sync.Mutex // links, refs and eviction
 	bytesDownloaded atomic.Int64
@@ -262,7 +268,7 @@ func New(cfg Config) (*Provisioner, error) {
 	p := &Provisioner{
 		cfg: cfg, log: log, cacheDir: cacheDir, diskFree: diskFree, meta: meta,
 		vram: map[string]int64{}, ctx: ctx, cancel: cancel,
-		inflight: map[string]*Provision{}, byID: map[string]*Provision{},
+		inflight: map[string]*Provision{}, byID: map[string]*Provision{}, busyRepos: map[string]int{},
 		hub: &hubClient{
 			endpoint: hubEndpoint(cfg.Endpoint), token: hubToken(cfg.Token),
 			http: newHTTPClient(cfg.HTTPClient), maxAttempts: cfg.MaxAttempts,
@@ -438,6 +444,12 @@ func (p *Provisioner) cached(r Ref) (Model, bool) {
 		return m, true
 	}
 	if r.Path == "" {
+		p.repoMu.Lock()
+		busy := p.busyRepos[r.Repo] > 0
+		p.repoMu.Unlock()
+		if busy {
+			return Model{}, false
+		}
 		// A snapshot we filled file by file is not the whole repo.
 		for _, other := range p.meta.all() {
 			if within(other.LocalPath, m.LocalPath) {
@@ -555,6 +567,18 @@ func (p *Provisioner) notify(ev Event) {
 
 func (p *Provisioner) run(pr *Provision, r Ref) {
 	defer p.wg.Done()
+	if r.Kind == KindHF {
+		p.repoMu.Lock()
+		p.busyRepos[r.Repo]++
+		p.repoMu.Unlock()
+		defer func() {
+			p.repoMu.Lock()
+			if p.busyRepos[r.Repo]--; p.busyRepos[r.Repo] == 0 {
+				delete(p.busyRepos, r.Repo)
+			}
+			p.repoMu.Unlock()
+		}()
+	}
 	p.notify(Event{Kind: EventProvisionStarted, Status: pr.Status(), At: time.Now()})
 	m, err := p.provision(p.ctx, pr, r)
 	if err != nil {
