@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -557,5 +558,28 @@ func TestStopWhileProvisioning(t *testing.T) {
 	}
 	if h.reg.Len() != 0 || h.reservedBytes() != 0 || h.portsHeld() != 0 {
 		t.Fatal("stop of a provisioning worker left something behind")
+	}
+}
+
+func TestRestartMovesToAFreePortWhenItsPortWasTaken(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		env: []string{"RBEE_REF_CRASH_AFTER=100ms"},
+		cfg: func(c *Config) {
+			c.Restart.Backoff = restart.Backoff{Initial: 300 * time.Millisecond, Max: 300 * time.Millisecond, Multiplier: 1}
+		},
+	})
+	w := h.spawn("")
+	h.waitReady(w.ID)
+	h.waitFor(w.ID, "restarting", func(w registry.Worker) bool { return w.State == registry.StateRestarting })
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(w.Port))
+	if err != nil {
+		t.Fatalf("take port %d during the backoff: %v", w.Port, err)
+	}
+	defer ln.Close()
+	r := h.waitFor(w.ID, "restarted on another port", func(x registry.Worker) bool {
+		return x.State == registry.StateIdle && x.RestartCount >= 1
+	})
+	if r.Port == w.Port || r.URL != "http://127.0.0.1:"+strconv.Itoa(r.Port) || h.portsHeld() != 1 {
+		t.Fatalf("restart with port %d taken: %+v (ports held %d)", w.Port, r, h.portsHeld())
 	}
 }

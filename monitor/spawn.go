@@ -280,18 +280,36 @@ func (m *Monitor) allocPort(id string) (int, error) {
 		if m.nextPort > m.cfg.PortMax {
 			m.nextPort = m.cfg.PortMin
 		}
-		if _, taken := m.ports[port]; taken {
+		if _, taken := m.ports[port]; taken || !portFree(port) {
 			continue
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		ln.Close()
 		m.ports[port] = id
 		return port, nil
 	}
 	return 0, fmt.Errorf("%w: no free port in [%d, %d]", ErrSpawnFailed, m.cfg.PortMin, m.cfg.PortMax)
+}
+
+// keepOrReallocPort returns port when it is still bindable, else a new
+// free port (the old one is released).
+func (m *Monitor) keepOrReallocPort(id string, port int) (int, error) {
+	if portFree(port) {
+		return port, nil
+	}
+	next, err := m.allocPort(id)
+	if err != nil {
+		return 0, err
+	}
+	m.releasePort(port, id)
+	return next, nil
+}
+
+func portFree(port int) bool {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
 }
 
 func (m *Monitor) claimPort(port int, id string) {
@@ -315,7 +333,7 @@ func (m *Monitor) releasePort(port int, id string) {
 // and starts the worker's process, its output appended to its log file.
 func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
 	s.mu.Lock()
-	token, modelPath := s.token, s.modelPath
+	token, modelPath, port := s.token, s.modelPath, s.port
 	s.mu.Unlock()
 	r := strings.NewReplacer(
 		"{worker_id}", s.id,
@@ -323,7 +341,7 @@ func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
 		"{model_ref}", s.modelRef,
 		"{backend}", s.backend,
 		"{device}", strconv.Itoa(s.device),
-		"{port}", strconv.Itoa(s.port),
+		"{port}", strconv.Itoa(port),
 		"{callback_url}", strings.TrimRight(m.cfg.HiveURL, "/")+"/v1/workers/ready",
 	)
 	argv := make([]string, len(m.cfg.Command))
@@ -418,7 +436,8 @@ func (m *Monitor) stopProcess(ctx context.Context, s *supervisor, p *process, gr
 	posted := make(chan struct{})
 	go func() {
 		defer close(posted)
-		req, err := newShutdownRequest(postCtx, s.url)
+		_, url := s.addr()
+		req, err := newShutdownRequest(postCtx, url)
 		if err != nil {
 			return
 		}

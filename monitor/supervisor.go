@@ -33,8 +33,6 @@ type supervisor struct {
 	backend  string
 	device   int
 	modelRef string
-	port     int
-	url      string
 	logPath  string
 	corrID   string
 
@@ -51,6 +49,8 @@ type supervisor struct {
 	launchMu sync.Mutex
 
 	mu        sync.Mutex
+	port      int    // may move at a restart when someone else took it
+	url       string // http://127.0.0.1:<port>, or what a re-adopted record said
 	token     string // "" for a re-adopted worker until its next start
 	tokenHash string
 	modelPath string
@@ -96,6 +96,12 @@ func (s *supervisor) current() *process {
 	return s.proc
 }
 
+func (s *supervisor) addr() (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.port, s.url
+}
+
 func (s *supervisor) tokenHashHex() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -119,13 +125,13 @@ func (s *supervisor) detach() {
 // releaseHolds returns the reservation and the port.
 func (s *supervisor) releaseHolds() {
 	s.mu.Lock()
-	resv := s.resv
+	resv, port := s.resv, s.port
 	s.resv = nil
 	s.mu.Unlock()
 	if resv != nil {
 		resv.Release()
 	}
-	s.m.releasePort(s.port, s.id)
+	s.m.releasePort(port, s.id)
 }
 
 // run supervises the worker until it is stopped, detached or given up on.
@@ -239,10 +245,23 @@ func (s *supervisor) launch() (*process, error) {
 		}
 		s.token, s.tokenHash = tok, hashToken(tok)
 	}
+	oldPort := s.port
 	s.mu.Unlock()
 	select { // a ready report of an earlier process is stale
 	case <-s.readyCh:
 	default:
+	}
+	// The port was free when it was first taken; someone may have bound it
+	// since (while the worker waited out its backoff): then take another.
+	port, err := s.m.keepOrReallocPort(s.id, oldPort)
+	if err != nil {
+		return nil, err
+	}
+	if port != oldPort {
+		s.mu.Lock()
+		s.port, s.url = port, "http://127.0.0.1:"+strconv.Itoa(port)
+		s.mu.Unlock()
+		s.m.log.Info("worker port taken, moving", "worker_id", s.id, "old_port", oldPort, "port", port)
 	}
 	p, err := s.m.startWorkerProcess(s)
 	if err != nil {
@@ -253,9 +272,11 @@ func (s *supervisor) launch() (*process, error) {
 	s.failures = 0
 	s.mu.Unlock()
 	proc := s.processRecord(p)
+	port, url := s.addr()
 	_, err = s.m.reg.Update(s.id, func(w *registry.Worker) error {
 		w.State = registry.StateLoading
 		w.PID = p.pid
+		w.Port, w.URL = port, url
 		w.ModelPath = s.modelPath
 		w.Process = proc
 		w.ReadyAt = nil
@@ -442,7 +463,8 @@ func (s *supervisor) applyProbeBody(body []byte) {
 func (s *supervisor) get(p *process, path string) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, s.m.cfg.HealthTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+path, nil)
+	_, url := s.addr()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+path, nil)
 	if err != nil {
 		return 0, nil, err
 	}
