@@ -21,7 +21,10 @@ import (
 
 func TestSpawnReadyByCallbackThenStopGraceful(t *testing.T) {
 	h := newHarness(t, harnessOpts{env: []string{"RBEE_REF_VRAM_BYTES=1234", "RBEE_REF_PRINT_LINES=3"}})
-	w := h.spawn("")
+	w, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cpu", CorrelationID: "corr-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if w.State != registry.StateLoading || w.PID <= 0 || w.Port < h.cfg.PortMin || w.Port > h.cfg.PortMax {
 		t.Fatalf("spawned record: %+v", w)
 	}
@@ -45,6 +48,10 @@ func TestSpawnReadyByCallbackThenStopGraceful(t *testing.T) {
 		t.Fatal("a wrong token authenticated")
 	}
 	logs := h.logs(w.ID)
+	env := "rbee-ref env RBEE_WORKER_ID=" + w.ID + " RBEE_HIVE_URL=" + h.hive.URL + " RBEE_CORRELATION_ID=corr-1 CUDA_VISIBLE_DEVICES= token_set=true"
+	if !strings.Contains(logs, env) {
+		t.Fatalf("worker environment: want %q in\n%s", env, logs)
+	}
 	if !strings.Contains(logs, "rbee-ref line 3") {
 		t.Fatalf("logs lack the worker's output:\n%s", logs)
 	}
@@ -362,6 +369,9 @@ func TestConcurrentSpawnsNeverShareAPortOrOversubscribe(t *testing.T) {
 	for _, w := range results {
 		if w.ID != "" {
 			h.waitReady(w.ID)
+			if logs := h.logs(w.ID); !strings.Contains(logs, " CUDA_VISIBLE_DEVICES="+strconv.Itoa(w.Device)+" ") {
+				t.Fatalf("worker on device %d: CUDA_VISIBLE_DEVICES not set:\n%s", w.Device, logs)
+			}
 		}
 	}
 }

@@ -357,6 +357,9 @@ func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
 	)
 	if s.backend == resources.CUDA {
 		env = append(env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(s.device))
+	} else {
+		// A cpu worker holds no GPU memory in the ledger: hide the GPUs.
+		env = append(env, "CUDA_VISIBLE_DEVICES=")
 	}
 	logf, err := openLog(s.logPath)
 	if err != nil {

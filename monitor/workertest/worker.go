@@ -22,7 +22,8 @@
 //	RBEE_REF_READINESS       "callback" (default) POSTs the callback URL when
 //	                         ready; "none" does not (poll readiness)
 //
-// It prints "rbee-ref start <unix nanoseconds>" first and "rbee-ref exit
+// It prints "rbee-ref start <unix nanoseconds>" first, then the rbee
+// environment it was given (not the token) on a "rbee-ref env" line, and "rbee-ref exit
 // <unix nanoseconds>" just before it exits on its own, so tests and
 // benchmarks can time restarts from the log.
 package workertest
@@ -92,6 +93,10 @@ func Run(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// What the hive put in the environment (the token stays secret).
+	fmt.Printf("rbee-ref env RBEE_WORKER_ID=%s RBEE_HIVE_URL=%s RBEE_CORRELATION_ID=%s CUDA_VISIBLE_DEVICES=%s token_set=%t\n",
+		os.Getenv("RBEE_WORKER_ID"), os.Getenv("RBEE_HIVE_URL"), os.Getenv("RBEE_CORRELATION_ID"),
+		os.Getenv("CUDA_VISIBLE_DEVICES"), os.Getenv(EnvWorkerToken) != "")
 	exitCode := envInt(EnvExitCode, 1)
 	if os.Getenv(EnvCrashAtStart) == "1" {
 		return exitNow(exitCode, "crash at start")
