@@ -58,8 +58,22 @@ func BenchmarkSpawnReady(b *testing.B) {
 			b.StartTimer()
 		}
 	})
-	b.Run("monitor", func(b *testing.B) {
-		h := newHarness(b, harnessOpts{})
+	for _, persistent := range []bool{false, true} {
+		name := "monitor"
+		if persistent {
+			name = "monitor-persistent" // the registry written to disk at each change
+		}
+		b.Run(name, func(b *testing.B) { benchMonitorSpawn(b, persistent) })
+	}
+}
+
+func benchMonitorSpawn(b *testing.B, persistent bool) {
+	{
+		o := harnessOpts{}
+		if persistent {
+			o.stateDir = b.TempDir()
+		}
+		h := newHarness(b, o)
 		for b.Loop() {
 			w, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cpu"})
 			if err != nil {
@@ -76,7 +90,7 @@ func BenchmarkSpawnReady(b *testing.B) {
 			}
 			b.StartTimer()
 		}
-	})
+	}
 }
 
 // BenchmarkCrashRelaunch measures the gap between a worker's exit and its
