@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -131,23 +132,77 @@ func writeRef(repoDir, rev, commit string) error {
 	return os.Rename(tmp, path)
 }
 
+// blobFetch is one blob download in flight in this process; every
+// provision that needs the blob follows its progress.
+type blobFetch struct {
+	done chan struct{}
+	err  error
+
+	mu     sync.Mutex
+	bytes  int64 // net progress so far
+	nextID int
+	subs   map[int]func(int64)
+}
+
+// follow adds a progress receiver, bringing it up to date first.
+func (b *blobFetch) follow(fn func(int64)) (unfollow func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id := b.nextID
+	b.nextID++
+	b.subs[id] = fn
+	if b.bytes != 0 {
+		fn(b.bytes)
+	}
+	return func() {
+		b.mu.Lock()
+		delete(b.subs, id)
+		b.mu.Unlock()
+	}
+}
+
+func (b *blobFetch) progress(d int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.bytes += d
+	for _, fn := range b.subs {
+		fn(d)
+	}
+}
+
 // fetchBlob makes sure blobs/<id> exists and is verified: one download per
-// blob in the process (singleflight) and across processes (flock).
+// blob in the process (the first caller fetches, later ones follow it) and
+// across processes (flock).
 func (p *Provisioner) fetchBlob(ctx context.Context, repo string, spec blobSpec, progress func(int64)) error {
 	blob := filepath.Join(p.repoDir(repo), "blobs", spec.id)
 	if st, err := os.Stat(blob); err == nil && st.Size() == spec.size {
 		progress(spec.size)
 		return nil
 	}
-	reported := false
-	_, err, _ := p.blobs.Do(blob, func() (any, error) {
-		reported = true
-		return nil, p.fetchBlobLocked(ctx, repo, blob, spec, progress)
-	})
-	if err == nil && !reported {
-		progress(spec.size) // another provision fetched it
+	p.blobMu.Lock()
+	f := p.blobFetches[blob]
+	leader := f == nil
+	if leader {
+		f = &blobFetch{done: make(chan struct{}), subs: map[int]func(int64){}}
+		p.blobFetches[blob] = f
 	}
-	return err
+	unfollow := f.follow(progress)
+	p.blobMu.Unlock()
+	defer unfollow()
+	if leader {
+		f.err = p.fetchBlobLocked(ctx, repo, blob, spec, f.progress)
+		p.blobMu.Lock()
+		delete(p.blobFetches, blob)
+		p.blobMu.Unlock()
+		close(f.done)
+		return f.err
+	}
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (p *Provisioner) fetchBlobLocked(ctx context.Context, repo, blob string, spec blobSpec, progress func(int64)) error {

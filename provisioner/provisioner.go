@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/rbee-hive/rbee-hive/resources"
 )
@@ -218,8 +217,9 @@ type Provisioner struct {
 	repoMu    sync.Mutex
 	busyRepos map[string]int
 
-	blobs           singleflight.Group
-	cacheMu         sync.Mutex // links, refs and eviction
+	blobMu          sync.Mutex
+	blobFetches     map[string]*blobFetch // by blob path
+	cacheMu         sync.Mutex            // links, refs and eviction
 	bytesDownloaded atomic.Int64
 }
 
@@ -269,6 +269,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg: cfg, log: log, cacheDir: cacheDir, diskFree: diskFree, meta: meta,
 		vram: map[string]int64{}, ctx: ctx, cancel: cancel,
 		inflight: map[string]*Provision{}, byID: map[string]*Provision{}, busyRepos: map[string]int{},
+		blobFetches: map[string]*blobFetch{},
 		hub: &hubClient{
 			endpoint: hubEndpoint(cfg.Endpoint), token: hubToken(cfg.Token),
 			http: newHTTPClient(cfg.HTTPClient), maxAttempts: cfg.MaxAttempts,

@@ -1054,3 +1054,31 @@ func TestProtocolCorners(t *testing.T) {
 		})
 	}
 }
+
+// A provision of another ref that needs a blob already downloading follows
+// that download's progress instead of sitting at zero.
+func TestSharedBlobProgress(t *testing.T) {
+	e := newEnv(t, hubtest.Options{})
+	repo := e.addRepo("org/model", 2*mib, 22)
+	e.hub.SetFaults("org/model", "model.bin", hubtest.Faults{CutAfter: mib / 2, CutTimes: 1, Stall: time.Hour})
+	p := e.prov()
+	single, err := p.Start("hf:org/model/model.bin")
+	must(t, err)
+	waitFor(t, func() bool { return single.Status().BytesDone >= mib/2 }) // stalled there
+	whole, err := p.Start("hf:org/model")
+	must(t, err)
+	// config.json comes first, then it follows model.bin (files go in order).
+	waitFor(t, func() bool { return whole.Status().BytesDone >= repo.File("config.json").Content.Size()+mib/2 })
+	e.hub.Unstall() // the stalled response is cut; the download resumes
+	for _, pr := range []*Provision{single, whole} {
+		if _, err := pr.Result(); err != nil {
+			t.Fatal(err)
+		}
+		if st := pr.Status(); st.BytesDone != st.BytesTotal {
+			t.Errorf("%s: %d of %d bytes", st.ModelRef, st.BytesDone, st.BytesTotal)
+		}
+	}
+	if st := e.hub.Stats(); st.CDNRequests != 2 || len(st.Ranges) != 1 {
+		t.Errorf("CDN requests %d, ranges %v: want one download, resumed once", st.CDNRequests, st.Ranges)
+	}
+}

@@ -174,8 +174,9 @@ type Server struct {
 	stats     Stats
 	closeOnce sync.Once
 	done      chan struct{}
-	files     []*os.File // opened by AddDir, closed by Close
-	running   tracker    // Serve loops and handlers, awaited by Close
+	files     []*os.File    // opened by AddDir, closed by Close
+	unstall   chan struct{} // closed by Unstall
+	running   tracker       // Serve loops and handlers, awaited by Close
 }
 
 // tracker counts running goroutines; unlike a WaitGroup it tolerates a
@@ -216,7 +217,7 @@ func New(opts Options) (*Server, error) {
 	if opts.CDNAddr == "" {
 		opts.CDNAddr = "127.0.0.1:0"
 	}
-	s := &Server{opts: opts, repos: map[string]*Repo{}, done: make(chan struct{})}
+	s := &Server{opts: opts, repos: map[string]*Repo{}, done: make(chan struct{}), unstall: make(chan struct{})}
 	var err error
 	if s.apiLn, err = net.Listen("tcp", opts.Addr); err != nil {
 		return nil, fmt.Errorf("hubtest: listen %s: %w", opts.Addr, err)
@@ -722,13 +723,25 @@ func (s *Server) serveContent(w http.ResponseWriter, r *http.Request, repo *Repo
 }
 
 func (s *Server) stall(r *http.Request, d time.Duration) {
+	s.mu.Lock()
+	release := s.unstall
+	s.mu.Unlock()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-r.Context().Done():
 	case <-s.done:
+	case <-release:
 	}
+}
+
+// Unstall ends every stall in progress now (later ones stall as usual).
+func (s *Server) Unstall() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.unstall)
+	s.unstall = make(chan struct{})
 }
 
 // parseRange parses "bytes=a-" and "bytes=a-b" into [start, end).
