@@ -593,3 +593,30 @@ func TestRestartMovesToAFreePortWhenItsPortWasTaken(t *testing.T) {
 		t.Fatalf("restart with port %d taken: %+v (ports held %d)", w.Port, r, h.portsHeld())
 	}
 }
+
+func TestReadoptKillsAWorkerFailingItsProbe(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		stateDir: t.TempDir(),
+		env:      []string{"RBEE_REF_HANG_AFTER=200ms"},
+		cfg: func(c *Config) {
+			c.HealthInterval = time.Hour
+			c.HealthTimeout = 200 * time.Millisecond
+			c.Grace = 100 * time.Millisecond
+		},
+	})
+	w := h.spawn("")
+	h.waitReady(w.ID)
+	old := h.mon()
+	old.Detach()
+	old.Close()
+	h.reg.Close()
+	time.Sleep(300 * time.Millisecond) // it hangs now, alive but not answering
+
+	h.openRegistry()
+	h.newMonitor()
+	r := h.waitFor(w.ID, "restarted", func(x registry.Worker) bool { return x.PID != 0 && x.PID != w.PID })
+	if r.RestartCount != 1 || !strings.Contains(r.LastError, "health probe failed") {
+		t.Fatalf("record: %+v", r)
+	}
+	waitUntil(t, "the hung worker to be killed", func() bool { return pidGone(w.PID) })
+}
