@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/rbee-hive/rbee-hive/resources"
 )
@@ -188,6 +189,9 @@ type Stats struct {
 	// rbee_hive_provision_bytes_total metric).
 	BytesDownloaded int64
 }
+
+// parallelFiles bounds the files of one repo fetched at once.
+const parallelFiles = 4
 
 // keepFinished is how long Lookup still finds a finished provision.
 const keepFinished = 15 * time.Minute
@@ -664,10 +668,15 @@ func (p *Provisioner) provision(ctx context.Context, pr *Provision, r Ref) (Mode
 			return Model{}, &StorageError{Path: blobsDir, RequiredBytes: need, AvailableBytes: int64(min(free, 1<<62))}
 		}
 	}
+	// Several files at once, as huggingface_hub's snapshot_download does;
+	// the first failure cancels the rest (their partials stay for resume).
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelFiles)
 	for _, spec := range specs {
-		if err := p.fetchBlob(ctx, r.Repo, spec, pr.progress); err != nil {
-			return Model{}, err
-		}
+		g.Go(func() error { return p.fetchBlob(gctx, r.Repo, spec, pr.progress) })
+	}
+	if err := g.Wait(); err != nil {
+		return Model{}, err
 	}
 	pr.setState(StateVerifying)
 	p.cacheMu.Lock()
