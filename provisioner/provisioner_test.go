@@ -1082,3 +1082,14 @@ func TestSharedBlobProgress(t *testing.T) {
 		t.Errorf("CDN requests %d, ranges %v: want one download, resumed once", st.CDNRequests, st.Ranges)
 	}
 }
+
+func TestEndpointFromEnvironment(t *testing.T) {
+	e := newEnv(t, hubtest.Options{})
+	e.addRepo("org/model", 1024, 23)
+	t.Setenv("HF_ENDPOINT", e.hub.URL()+"/")
+	p := e.prov(func(c *Config) { c.Endpoint = "" })
+	mustEnsure(t, p, "hf:org/model/model.bin")
+	if st := e.hub.Stats(); st.APIRequests != 1 {
+		t.Errorf("API requests %d", st.APIRequests)
+	}
+}
