@@ -17,7 +17,8 @@ import (
 // else is killed with its whole group (only when the start time matches:
 // a reused pid is someone else's) and handed to the restart policy as an
 // exit of unknown status. Failed records stay failed; a record left in
-// stopping is finished off and removed.
+// stopping is finished off and removed; a worker whose model was still
+// downloading is failed (spawn it again).
 func (m *Monitor) readopt(ctx context.Context) error {
 	for _, w := range m.reg.List(registry.Filter{}) {
 		if err := ctx.Err(); err != nil {

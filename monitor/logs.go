@@ -18,7 +18,8 @@ import (
 // (checked every second and before each read), its content moves to .log.1
 // and the file is truncated; the worker's appends continue at the new end.
 // So a worker keeps at most about 2 × LogMaxBytes, plus what it writes within
-// one check interval.
+// one check interval; as with copytruncate, a line written between the copy
+// and the truncation can be lost.
 
 func (m *Monitor) logPathFor(id string) string { return m.logDir + "/" + id + ".log" }
 

@@ -348,19 +348,17 @@ func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
 	for i, a := range m.cfg.Command {
 		argv[i] = r.Replace(a)
 	}
-	env := append(os.Environ(), m.cfg.Env...)
-	env = append(env,
+	cuda := "" // a cpu worker holds no GPU memory in the ledger: hide the GPUs
+	if s.backend == resources.CUDA {
+		cuda = strconv.Itoa(s.device)
+	}
+	env := workerEnv(os.Environ(), m.cfg.Env,
 		"RBEE_WORKER_ID="+s.id,
 		"RBEE_WORKER_TOKEN="+token,
 		"RBEE_HIVE_URL="+m.cfg.HiveURL,
 		"RBEE_CORRELATION_ID="+s.corrID,
+		"CUDA_VISIBLE_DEVICES="+cuda,
 	)
-	if s.backend == resources.CUDA {
-		env = append(env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(s.device))
-	} else {
-		// A cpu worker holds no GPU memory in the ledger: hide the GPUs.
-		env = append(env, "CUDA_VISIBLE_DEVICES=")
-	}
 	logf, err := openLog(s.logPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: worker log: %v", ErrSpawnFailed, err)
@@ -372,6 +370,22 @@ func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
 	}
 	m.log.Debug("worker process started", "worker_id", s.id, "pid", p.pid, "argv", argv)
 	return p, nil
+}
+
+// workerEnv is the hive's environment without its own settings
+// (RBEE_HIVE_*, among them the admin token) or another worker's identity
+// (RBEE_WORKER_*), then the configured extra environment, then the worker's
+// own variables, which win.
+func workerEnv(inherited, extra []string, own ...string) []string {
+	env := make([]string, 0, len(inherited)+len(extra)+len(own))
+	for _, kv := range inherited {
+		if strings.HasPrefix(kv, "RBEE_HIVE_") || strings.HasPrefix(kv, "RBEE_WORKER_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, extra...)
+	return append(env, own...)
 }
 
 // Stop stops a worker by the stop sequence (timeout overrides the grace
