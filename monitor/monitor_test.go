@@ -48,7 +48,7 @@ func TestSpawnReadyByCallbackThenStopGraceful(t *testing.T) {
 		t.Fatal("a wrong token authenticated")
 	}
 	logs := h.logs(w.ID)
-	env := "rbee-ref env RBEE_WORKER_ID=" + w.ID + " RBEE_HIVE_URL=" + h.hive.URL + " RBEE_CORRELATION_ID=corr-1 CUDA_VISIBLE_DEVICES= token_set=true"
+	env := "rbee-ref env RBEE_WORKER_ID=" + w.ID + " RBEE_HIVE_URL=" + h.hive.URL + " RBEE_CORRELATION_ID=corr-1 CUDA_VISIBLE_DEVICES= CUDA_DEVICE_ORDER=PCI_BUS_ID token_set=true"
 	if !strings.Contains(logs, env) {
 		t.Fatalf("worker environment: want %q in\n%s", env, logs)
 	}
@@ -369,7 +369,7 @@ func TestConcurrentSpawnsNeverShareAPortOrOversubscribe(t *testing.T) {
 	for _, w := range results {
 		if w.ID != "" {
 			h.waitReady(w.ID)
-			if logs := h.logs(w.ID); !strings.Contains(logs, " CUDA_VISIBLE_DEVICES="+strconv.Itoa(w.Device)+" ") {
+			if logs := h.logs(w.ID); !strings.Contains(logs, " CUDA_VISIBLE_DEVICES="+strconv.Itoa(w.Device)+" CUDA_DEVICE_ORDER=PCI_BUS_ID ") {
 				t.Fatalf("worker on device %d: CUDA_VISIBLE_DEVICES not set:\n%s", w.Device, logs)
 			}
 		}

@@ -84,16 +84,16 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 	} else {
 		pr, err := m.prov.Start(canonical)
 		if err != nil {
-			return registry.Worker{}, fmt.Errorf("spawn: provision %s: %w", canonical, err)
+			return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 		}
 		st, err := awaitSize(ctx, pr)
 		if err != nil {
-			return registry.Worker{}, fmt.Errorf("spawn: provision %s: %w", canonical, err)
+			return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 		}
 		required = m.requiredBytes(canonical, 0, st.BytesTotal)
 		if st.State == provisioner.StateReady {
 			if model, err = pr.Result(); err != nil {
-				return registry.Worker{}, fmt.Errorf("spawn: provision %s: %w", canonical, err)
+				return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 			}
 			required = m.requiredBytes(canonical, model.VRAMBytes, model.SizeBytes)
 		} else {
@@ -358,6 +358,10 @@ func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
 		"RBEE_HIVE_URL="+m.cfg.HiveURL,
 		"RBEE_CORRELATION_ID="+s.corrID,
 		"CUDA_VISIBLE_DEVICES="+cuda,
+		// NVML numbers devices in PCI bus order; CUDA's default order is
+		// fastest first. Without this, device 1 of the ledger can be another
+		// GPU to the worker.
+		"CUDA_DEVICE_ORDER=PCI_BUS_ID",
 	)
 	logf, err := openLog(s.logPath)
 	if err != nil {

@@ -94,9 +94,9 @@ func Run(args []string) int {
 		return 2
 	}
 	// What the hive put in the environment (the token stays secret).
-	fmt.Printf("rbee-ref env RBEE_WORKER_ID=%s RBEE_HIVE_URL=%s RBEE_CORRELATION_ID=%s CUDA_VISIBLE_DEVICES=%s token_set=%t\n",
+	fmt.Printf("rbee-ref env RBEE_WORKER_ID=%s RBEE_HIVE_URL=%s RBEE_CORRELATION_ID=%s CUDA_VISIBLE_DEVICES=%s CUDA_DEVICE_ORDER=%s token_set=%t\n",
 		os.Getenv("RBEE_WORKER_ID"), os.Getenv("RBEE_HIVE_URL"), os.Getenv("RBEE_CORRELATION_ID"),
-		os.Getenv("CUDA_VISIBLE_DEVICES"), os.Getenv(EnvWorkerToken) != "")
+		os.Getenv("CUDA_VISIBLE_DEVICES"), os.Getenv("CUDA_DEVICE_ORDER"), os.Getenv(EnvWorkerToken) != "")
 	exitCode := envInt(EnvExitCode, 1)
 	if os.Getenv(EnvCrashAtStart) == "1" {
 		return exitNow(exitCode, "crash at start")
