@@ -638,9 +638,15 @@ func (p *Provisioner) provision(ctx context.Context, pr *Provision, r Ref) (Mode
 	specs := make([]blobSpec, len(files))
 	var total, need int64
 	for i, s := range files {
+		if !safeRepoPath(s.RFilename) {
+			return Model{}, fmt.Errorf("%w: %s: unsafe file name %q in the repo listing", ErrUpstream, r.Repo, s.RFilename)
+		}
 		spec := blobSpec{id: s.BlobID, size: s.Size}
 		if s.LFS != nil {
 			spec.id, spec.lfs, spec.size = s.LFS.SHA256, true, s.LFS.Size
+		}
+		if spec.size < 0 {
+			return Model{}, fmt.Errorf("%w: %s: negative size for %s", ErrUpstream, r.Repo, s.RFilename)
 		}
 		if !isCommit(spec.id) && !isSHA256(spec.id) {
 			return Model{}, fmt.Errorf("%w: %s: no usable blob id for %s", ErrUpstream, r.Repo, s.RFilename)
@@ -706,6 +712,20 @@ func (p *Provisioner) provision(ctx context.Context, pr *Provision, r Ref) (Mode
 	}
 	p.record(m, 0, 0)
 	return m, nil
+}
+
+// safeRepoPath reports whether a file name from the hub stays inside the
+// snapshot: relative, no empty, "." or ".." segment, no backslash or NUL.
+func safeRepoPath(p string) bool {
+	if p == "" || strings.ContainsAny(p, "\\\x00") {
+		return false
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // escapePath escapes each segment of a repo file path for a URL.

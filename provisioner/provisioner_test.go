@@ -1093,3 +1093,23 @@ func TestEndpointFromEnvironment(t *testing.T) {
 		t.Errorf("API requests %d", st.APIRequests)
 	}
 }
+
+// File names from the hub never lead outside the snapshot.
+func TestUnsafeFileNamesRefused(t *testing.T) {
+	for _, name := range []string{"../escape.bin", "a/../../b.bin", "/etc/x", "dir/", "a//b", "./x", `a\b`} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, `{"sha":"%s","siblings":[{"rfilename":%q,"size":1,"blobId":"%s"}]}`,
+				strings.Repeat("e", 40), name, strings.Repeat("f", 40))
+		}))
+		e := newEnv(t, hubtest.Options{})
+		p := e.prov(func(c *Config) { c.Endpoint = srv.URL })
+		_, err := ensure(t, p, "hf:org/model")
+		srv.Close()
+		if !errors.Is(err, ErrUpstream) || !strings.Contains(err.Error(), "unsafe file name") {
+			t.Errorf("%q: err = %v", name, err)
+		}
+	}
+	if !safeRepoPath("sub/dir/model-00001-of-00002.safetensors") {
+		t.Error("a nested file name refused")
+	}
+}
