@@ -1,0 +1,208 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rbee-hive/rbee-hive/tools/harness"
+)
+
+// sleeperScript is the worker command for the API benchmark: it announces
+// itself ready with the callback (its per-worker token) and becomes a
+// `sleep` process. 1,000 reference workers (Go HTTP servers) would take
+// gigabytes and minutes of two shared cores to start; 1,000 sleeps are a
+// megabyte each and still real processes the hive supervises (exit seen at
+// once, stop sequence). They serve no /health, so the daemon of this item
+// probes hourly.
+const sleeperScript = `#!/bin/sh
+# args: worker_id port model_ref callback_url
+curl -sS -o /dev/null --fail --max-time 60 -X POST \
+  -H "Authorization: Bearer $RBEE_WORKER_TOKEN" -H 'Content-Type: application/json' \
+  --data "{\"worker_id\":\"$1\",\"url\":\"http://127.0.0.1:$2\",\"model_ref\":\"$3\",\"backend\":\"cpu\",\"device\":0}" \
+  "$4" || exit 1
+exec sleep 86400
+`
+
+// spawnMany spawns n workers, conc at a time, wait=false, then waits until
+// the list shows them all idle.
+func spawnMany(c *Ctx, hc *http.Client, d *harness.Daemon, model string, n, conc int, wait bool) []string {
+	var next atomic.Int64
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr string
+	want := http.StatusAccepted
+	if wait {
+		want = http.StatusOK
+	}
+	for range conc {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				st, _, b, err := call(c.Context, hc, http.MethodPost, d.URL+"/v1/workers/spawn", d.Token, spawnBody(model, "never", wait))
+				var w workerRecord
+				if err == nil && st == want {
+					err = json.Unmarshal(b, &w)
+				}
+				if err != nil || st != want || w.ID == "" {
+					once.Do(func() { firstErr = fmt.Sprintf("spawn %d: status %d err %v: %s", i, st, err, b) })
+					return
+				}
+				ids[i] = w.ID
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != "" {
+		c.Fatalf("%s", firstErr)
+	}
+	waitFor(c, fmt.Sprintf("%d workers idle", n), 10*time.Minute, 250*time.Millisecond, func() bool {
+		_, b := mustCall(c, hc, http.MethodGet, d.URL+"/v1/workers/list?state=idle", d.Token, nil, http.StatusOK)
+		var l struct {
+			Workers []json.RawMessage `json:"workers"`
+		}
+		if err := json.Unmarshal(b, &l); err != nil {
+			c.Fatalf("list: %v", err)
+		}
+		c.Log.Debug("waiting for idle workers", "idle", len(l.Workers), "want", n)
+		return len(l.Workers) >= n
+	})
+	return ids
+}
+
+// load is a closed-loop load of one endpoint.
+type load struct {
+	lat    []time.Duration
+	n      int
+	took   time.Duration
+	errors int
+}
+
+func (l load) rps() float64 { return float64(l.n) / l.took.Seconds() }
+
+// hammer sends GET path with conc concurrent clients for dur, after a short
+// warm-up, and records every latency.
+func hammer(ctx context.Context, hc *http.Client, url, token string, conc int, dur time.Duration) load {
+	run := func(d time.Duration, record bool) load {
+		var mu sync.Mutex
+		var out load
+		deadline := time.Now().Add(d)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Go(func() {
+				var lat []time.Duration
+				errs := 0
+				for time.Now().Before(deadline) && ctx.Err() == nil {
+					st, dd, _, err := call(ctx, hc, http.MethodGet, url, token, nil)
+					if err != nil || st != http.StatusOK {
+						errs++
+						continue
+					}
+					lat = append(lat, dd)
+				}
+				mu.Lock()
+				out.lat = append(out.lat, lat...)
+				out.errors += errs
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		out.took = time.Since(start)
+		out.n = len(out.lat)
+		return out
+	}
+	run(dur/10, false)
+	return run(dur, true)
+}
+
+// benchAPI (item 5, and item 7's RSS) registers many workers, then loads
+// list, status and metrics, each against GET /v1/health on the same server
+// (measured before and after, pooled).
+func benchAPI(c *Ctx) []Row {
+	n, dur, conc := 1000, 3*time.Second, 4
+	if c.Quick {
+		n, dur = 100, time.Second
+	}
+	script := c.Env.Path("sleeper.sh")
+	if err := os.WriteFile(script, []byte(sleeperScript), 0o755); err != nil {
+		c.Fatalf("%v", err)
+	}
+	model := localModel(c)
+	d := c.Env.StartDaemon(harness.DaemonOptions{
+		WorkerCommand: []string{script, "{worker_id}", "{port}", "{model_ref}", "{callback_url}"},
+		Config: map[string]any{
+			"log":    map[string]any{"level": "info"},
+			"worker": map[string]any{"port_range": []any{20000, 20000 + n + 200}},
+			"health": map[string]any{"interval": "1h"},
+		},
+	})
+	hc := newHTTP()
+	for range 50 {
+		mustCall(c, hc, http.MethodGet, d.URL+"/v1/status", d.Token, nil, http.StatusOK)
+		mustCall(c, hc, http.MethodGet, d.URL+"/v1/metrics", d.Token, nil, http.StatusOK)
+	}
+	time.Sleep(500 * time.Millisecond)
+	rssIdle, err := rssMiB(d.PID())
+	if err != nil {
+		c.Fatalf("rss: %v", err)
+	}
+	c.Logf("spawning %d workers", n)
+	start := time.Now()
+	spawnMany(c, hc, d, model, n, 8, false)
+	c.Logf("%d workers idle after %s", n, time.Since(start).Round(time.Millisecond))
+	rssRegistered, _ := rssMiB(d.PID())
+
+	h1 := hammer(c.Context, hc, d.URL+"/v1/health", "", conc, dur)
+	list := hammer(c.Context, hc, d.URL+"/v1/workers/list", d.Token, conc, dur)
+	status := hammer(c.Context, hc, d.URL+"/v1/status", d.Token, conc, dur)
+	metrics := hammer(c.Context, hc, d.URL+"/v1/metrics", d.Token, conc, dur)
+	h2 := hammer(c.Context, hc, d.URL+"/v1/health", "", conc, dur)
+	rssLoaded, _ := rssMiB(d.PID())
+	health := load{lat: append(append([]time.Duration(nil), h1.lat...), h2.lat...), n: h1.n + h2.n, took: h1.took + h2.took}
+	for name, l := range map[string]load{"health": health, "list": list, "status": status, "metrics": metrics} {
+		if l.errors > 0 {
+			c.Fatalf("%s: %d failed requests", name, l.errors)
+		}
+	}
+	var rows []Row
+	for _, e := range []struct {
+		name string
+		l    load
+	}{{"list", list}, {"status", status}, {"metrics", metrics}} {
+		thr := Row{
+			Item: 5, Name: fmt.Sprintf("GET %s throughput, %d workers, %d clients", e.name, n, conc), Unit: "req/s",
+			Measured: e.l.rps(), Baseline: health.rps(), BaselineName: "/v1/health", Compare: CompareRatio,
+		}
+		if e.name == "list" {
+			thr.Target = &Target{On: "ratio", Op: ">=", Limit: 0.5}
+		}
+		rows = append(rows, thr, Row{
+			Item: 5, Name: fmt.Sprintf("GET %s p50", e.name), Unit: "ms",
+			Measured: ms(percentile(e.l.lat, 50)), Baseline: ms(percentile(health.lat, 50)), BaselineName: "/v1/health", Compare: CompareAdded,
+		}, Row{
+			Item: 5, Name: fmt.Sprintf("GET %s p99", e.name), Unit: "ms",
+			Measured: ms(percentile(e.l.lat, 99)), Baseline: ms(percentile(health.lat, 99)), BaselineName: "/v1/health", Compare: CompareAdded,
+			Target: &Target{On: "measured", Op: "<", Limit: 10},
+		})
+	}
+	rows = append(rows, Row{
+		Item: 7, Name: "daemon RSS idle", Unit: "MiB", Measured: rssIdle,
+		Target: &Target{On: "measured", Op: "<", Limit: 40},
+	}, Row{
+		Item: 7, Name: fmt.Sprintf("daemon RSS, %d registered workers, after the API load", n), Unit: "MiB",
+		Measured: max(rssLoaded, rssRegistered), Baseline: rssIdle, BaselineName: "idle", Compare: CompareAdded,
+		Target: &Target{On: "measured", Op: "<", Limit: 40},
+		Note:   fmt.Sprintf("%.1f MiB right after registration; workers are `sleep` processes that announced themselves with the ready callback", rssRegistered),
+	})
+	return rows
+}
