@@ -186,7 +186,6 @@ func TestLeaveWorkersUpgrade(t *testing.T) {
 // up, on a free port of the range (DESIGN.md: a free port, checked by
 // binding, for every start).
 func TestRestartWhenPortTaken(t *testing.T) {
-	t.Skip("waiting for monitor: a restart reuses the old port and fails with it taken (worker exits 4, restarts until failed)")
 	t.Parallel()
 	e := harness.New(t)
 	d := e.StartDaemon(harness.DaemonOptions{WorkerCommand: knobCommand(e), Config: map[string]any{
