@@ -15,6 +15,7 @@ require (
 require (
 	github.com/NVIDIA/go-nvml v0.13.4-1 // indirect
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 )
 
 replace (
