@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -198,6 +199,8 @@ type Registry struct {
 	mu      sync.RWMutex
 	workers map[string]*Worker // never mutated in place: replaced on commit
 	seq     uint64
+
+	lists atomic.Pointer[listCache] // AppendJSON's encodings (listjson.go)
 
 	subMu      sync.Mutex
 	subs       map[*Subscription]struct{}
