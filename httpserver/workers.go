@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -89,9 +90,24 @@ func (s *Server) listWorkers(c echo.Context) error {
 			ref = r.String()
 		}
 	}
-	workers := s.cfg.Registry.List(registry.Filter{State: state, ModelRef: ref})
-	return c.JSON(http.StatusOK, client.WorkerList{Workers: workers})
+	f := registry.Filter{State: state, ModelRef: ref}
+	if _, pretty := c.QueryParams()["pretty"]; pretty {
+		return c.JSON(http.StatusOK, client.WorkerList{Workers: s.cfg.Registry.List(f)})
+	}
+	// The registry keeps each record's encoding, so a fleet's list is a
+	// copy rather than a thousand encodings; the bytes are those c.JSON
+	// writes for client.WorkerList.
+	bp := listBufs.Get().(*[]byte)
+	defer listBufs.Put(bp)
+	b := append((*bp)[:0], `{"workers":`...)
+	b = s.cfg.Registry.AppendJSON(b, f)
+	b = append(b, "}\n"...)
+	*bp = b
+	return c.JSONBlob(http.StatusOK, b)
 }
+
+// listBufs holds the buffers of list answers (hundreds of KiB for a fleet).
+var listBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // POST /v1/workers/ready (worker callback)
 func (s *Server) ready(c echo.Context) error {
