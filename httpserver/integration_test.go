@@ -246,8 +246,8 @@ func TestWorkerLifecycleOverHTTP(t *testing.T) {
 	if err != nil || len(models) != 1 || models[0].ModelRef != st.modelRef || len(models[0].InUseBy) != 1 || models[0].InUseBy[0] != w.ID {
 		t.Fatalf("models: %v %+v", err, models)
 	}
-	if _, err := st.admin.Evict(t.Context(), st.modelRef); apiCode(err) != CodeModelInUse {
-		t.Fatalf("evict in use: %v", err)
+	if _, err := st.admin.Evict(t.Context(), st.modelRef); apiCode(err) != CodeModelInUse || !strings.Contains(err.Error(), w.ID) {
+		t.Fatalf("evict in use: %v (want the code and the worker named)", err)
 	}
 	status, err := st.admin.Status(t.Context())
 	if err != nil || status.Workers["idle"] != 1 || len(status.Devices) != 1 || status.Devices[0].ReservedBytes == 0 || status.Cache.Dir == "" {

@@ -2,9 +2,11 @@ package httpserver
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -233,6 +235,11 @@ func (s *Server) evict(c echo.Context) error {
 		inUse = s.cfg.Monitor.InUse
 	}
 	freed, err := prov.Evict(ref, inUse)
+	if errors.Is(err, provisioner.ErrInUse) && s.cfg.Monitor != nil {
+		if users := s.cfg.Monitor.UsersOf(ref); len(users) > 0 {
+			err = fmt.Errorf("%w (workers %s)", err, strings.Join(users, ", "))
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -898,9 +898,13 @@ func (p *Provisioner) evict(r Ref, inUse func(string) bool) (int64, error) {
 		}
 	}
 	for _, a := range affected {
-		if inUse != nil && inUse(a) {
-			return 0, fmt.Errorf("evict %s: %w by %s", canonical, ErrInUse, a)
+		if inUse == nil || !inUse(a) {
+			continue
 		}
+		if a == canonical {
+			return 0, fmt.Errorf("evict %s: %w", canonical, ErrInUse)
+		}
+		return 0, fmt.Errorf("evict %s: %w: it shares files with %s, which a worker uses", canonical, ErrInUse, a)
 	}
 	if r.Kind == KindHF {
 		p.mu.Lock()

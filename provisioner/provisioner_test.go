@@ -625,7 +625,7 @@ func TestEvict(t *testing.T) {
 	blob := filepath.Join(e.cache, "models--org--model", "blobs", repo2.File("model.bin").BlobID())
 
 	inUse := func(ref string) bool { return ref == old.Ref }
-	if _, err := p.Evict(old.Ref, inUse); !errors.Is(err, ErrInUse) {
+	if _, err := p.Evict(old.Ref, inUse); !errors.Is(err, ErrInUse) || strings.Contains(err.Error(), "shares files") {
 		t.Fatalf("evict in use: %v", err)
 	}
 	freed, err := p.Evict(old.Ref, nil)
@@ -676,7 +676,8 @@ func TestEvictWholeRepo(t *testing.T) {
 	})
 	whole := mustEnsure(t, p, "hf:org/model")
 	mustEnsure(t, p, "hf:org/model/model.bin")
-	if _, err := p.Evict("hf:org/model", func(r string) bool { return r == "hf:org/model/model.bin" }); !errors.Is(err, ErrInUse) {
+	if _, err := p.Evict("hf:org/model", func(r string) bool { return r == "hf:org/model/model.bin" }); !errors.Is(err, ErrInUse) ||
+		!strings.Contains(err.Error(), "shares files with hf:org/model/model.bin") {
 		t.Fatalf("err = %v", err)
 	}
 	freed, err := p.Evict("hf:org/model", nil)
