@@ -228,6 +228,10 @@ func TestStopOutcomesKillTheWorkersChildToo(t *testing.T) {
 	}{
 		{"graceful", nil, 10 * time.Second, OutcomeGraceful},
 		{"sigterm", []string{"RBEE_REF_SHUTDOWN_DELAY=1h"}, 100 * time.Millisecond, OutcomeTerminated},
+		// No /v1/shutdown (llama-server): SIGTERM at once, not after the
+		// grace period; waiting it out would run into the 10 s stop
+		// deadline below and end in SIGKILL.
+		{"no shutdown endpoint", []string{"RBEE_REF_NO_SHUTDOWN=1"}, time.Hour, OutcomeTerminated},
 		{"sigkill", []string{"RBEE_REF_SHUTDOWN_DELAY=1h", "RBEE_REF_IGNORE_SIGTERM=1"}, 100 * time.Millisecond, OutcomeKilled},
 	}
 	for _, c := range cases {
@@ -239,7 +243,9 @@ func TestStopOutcomesKillTheWorkersChildToo(t *testing.T) {
 			w := h.spawn("always") // a stop is never followed by a restart, whatever the policy
 			h.waitReady(w.ID)
 			child := childPID(t, h, w.ID)
-			out, err := h.mon().Stop(context.Background(), w.ID, 0)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			out, err := h.mon().Stop(ctx, w.ID, 0)
 			if err != nil || out != c.want {
 				t.Fatalf("stop = %q, %v; want %q", out, err, c.want)
 			}

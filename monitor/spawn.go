@@ -455,22 +455,45 @@ func (m *Monitor) Stop(ctx context.Context, id string, timeout time.Duration) (O
 func (m *Monitor) stopProcess(ctx context.Context, s *supervisor, p *process, grace time.Duration) Outcome {
 	postCtx, cancelPost := context.WithCancel(ctx)
 	posted := make(chan struct{})
+	// declined closes when the worker answers the shutdown request with
+	// anything but 2xx, or cannot be reached: nobody is shutting it down,
+	// so waiting out the grace period would only delay the stop (servers
+	// such as llama-server have no /v1/shutdown and answer 404).
+	declined := make(chan struct{})
 	go func() {
 		defer close(posted)
 		_, url := s.addr()
 		req, err := newShutdownRequest(postCtx, url)
 		if err != nil {
+			close(declined)
 			return
 		}
-		if resp, err := m.hc.Do(req); err == nil {
-			resp.Body.Close() // 404 and any other answer are fine
+		resp, err := m.hc.Do(req)
+		if err != nil {
+			if postCtx.Err() == nil {
+				close(declined)
+			}
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			close(declined)
 		}
 	}()
 	defer func() {
 		cancelPost()
 		<-posted
 	}()
-	if waitFor(ctx, p.exited, grace) {
+	graceCtx, cancelGrace := context.WithCancel(ctx)
+	defer cancelGrace()
+	go func() {
+		select {
+		case <-declined:
+			cancelGrace()
+		case <-graceCtx.Done():
+		}
+	}()
+	if waitFor(graceCtx, p.exited, grace) {
 		return OutcomeGraceful
 	}
 	p.signalGroup(syscall.SIGTERM)

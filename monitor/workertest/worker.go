@@ -19,6 +19,8 @@
 //	RBEE_REF_PRINT_LINES     print this many numbered lines at start
 //	RBEE_REF_SPAWN_CHILD     "1": start a `sleep` child in the worker's process group
 //	RBEE_REF_SHUTDOWN_DELAY  time to exit after POST /v1/shutdown (default 0)
+//	RBEE_REF_NO_SHUTDOWN     "1": POST /v1/shutdown is 404, as on servers
+//	                         without it (llama-server, vLLM); SIGTERM ends it
 //	RBEE_REF_READINESS       "callback" (default) POSTs the callback URL when
 //	                         ready; "none" does not (poll readiness)
 //
@@ -59,6 +61,7 @@ const (
 	EnvPrintLines     = "RBEE_REF_PRINT_LINES"
 	EnvSpawnChild     = "RBEE_REF_SPAWN_CHILD"
 	EnvShutdownDelay  = "RBEE_REF_SHUTDOWN_DELAY"
+	EnvNoShutdown     = "RBEE_REF_NO_SHUTDOWN"
 	EnvReadiness      = "RBEE_REF_READINESS"
 	EnvWorkerToken    = "RBEE_WORKER_TOKEN"
 	ReadinessCallback = "callback"
@@ -193,6 +196,10 @@ func (w *worker) routes() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/shutdown", func(rw http.ResponseWriter, r *http.Request) {
 		w.maybeHang(r)
+		if os.Getenv(EnvNoShutdown) == "1" {
+			http.NotFound(rw, r)
+			return
+		}
 		writeJSON(rw, map[string]any{"status": "shutting_down"})
 		time.AfterFunc(envDuration(EnvShutdownDelay, 0), func() { w.exitWith(0, true) })
 	})
