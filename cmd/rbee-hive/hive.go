@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rbee-hive/rbee-hive/cmd/rbee-hive/internal/config"
@@ -45,6 +47,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		if err := os.MkdirAll(logDir, 0o700); err != nil {
 			return fmt.Errorf("state_dir: %w", err)
 		}
+		unlock, err := lockStateDir(cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 
 	res, err := resources.New(resources.Options{
@@ -224,6 +231,31 @@ func hiveURL(addr net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, strconv.Itoa(tcp.Port))
+}
+
+// lockStateDir holds an exclusive lock on state_dir/hive.lock for the life
+// of the process: two hives on one state dir would both re-adopt, restart
+// and persist the same workers. The descriptor is close-on-exec, so workers
+// (which may outlive the hive with shutdown.leave_workers) never hold it.
+func lockStateDir(dir string) (unlock func(), err error) {
+	path := filepath.Join(dir, "hive.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state_dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state_dir %s is in use by another rbee-hive (pid %s)", dir, strings.TrimSpace(string(owner)))
+		}
+		return nil, fmt.Errorf("state_dir lock %s: %w", path, err)
+	}
+	// The pid is only for the message above; the lock is what counts.
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() { f.Close() }, nil
 }
 
 // openAudit opens state_dir/audit.log for appending (0600); no state_dir,

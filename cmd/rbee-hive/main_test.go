@@ -425,6 +425,30 @@ func TestPortInUseExits1(t *testing.T) {
 	}
 }
 
+// TestSecondHiveOnOneStateDirRefused: two hives on one state_dir would
+// both supervise the same workers; the second refuses to start, naming the
+// first, and starts once the first is gone.
+func TestSecondHiveOnOneStateDirRefused(t *testing.T) {
+	stateDir := t.TempDir()
+	modelDir, _ := modelFile(t)
+	first := startHive(t, stateDir, modelDir)
+	env := []string{"HOME=" + t.TempDir(), "RBEE_HIVE_PORT=0", "RBEE_HIVE_STATE_DIR=" + stateDir,
+		"RBEE_HIVE_PROVISIONER__CACHE_DIR=" + t.TempDir()}
+	var stderr bytes.Buffer
+	code := run(nil, env, io.Discard, &stderr)
+	want := fmt.Sprintf("in use by another rbee-hive (pid %d)", first.cmd.Process.Pid)
+	if code != 1 || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("second hive: exit %d, stderr %s; want exit 1 and %q", code, stderr.String(), want)
+	}
+	if err := first.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := first.wait(); code != 0 {
+		t.Fatalf("first hive exited %d", code)
+	}
+	startHive(t, stateDir, modelDir) // the lock went with the first hive
+}
+
 // TestShutdownCancelsProvisionsKeepingPartials: a download in flight is
 // cancelled by the drain, the hive still exits 0, and what was downloaded
 // stays on disk for a resume.
