@@ -499,5 +499,3 @@ func listeningPorts(r [2]int) []int {
 	sort.Ints(out)
 	return out
 }
-
-
