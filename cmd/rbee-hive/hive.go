@@ -34,10 +34,6 @@ const termTimeout = 5 * time.Second
 // httpCloseTimeout bounds closing the HTTP server once the workers are gone.
 const httpCloseTimeout = 5 * time.Second
 
-// pushGrace lets the queen pusher send its last batch (the shutdown and the
-// workers' removal) before the hub stops: the pusher has no flush.
-const pushGrace = 500 * time.Millisecond
-
 // serve builds the hive from cfg, serves until a shutdown request or signal
 // has been drained, and tears everything down in reverse order.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
@@ -177,8 +173,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	})
 	if cfg.Queen.URL != "" {
 		pusher := events.NewPusher(events.PushConfig{URL: cfg.Queen.URL, Token: cfg.Queen.Token, Logger: log}, hub)
+		// Not hubCtx: the pusher ends when the hub stops, after sending what
+		// the hub emitted last (bounded by its FlushTimeout), so the queen
+		// hears of the shutdown and the last workers' removal.
 		bg.Go(func() {
-			if err := pusher.Run(hubCtx); err != nil && !errors.Is(err, context.Canceled) {
+			if err := pusher.Run(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("queen pusher stopped", "err", err)
 			}
 		})
@@ -201,9 +200,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	drainErr := coord.Run(ctx)
 	if drainErr != nil {
 		log.Error("shutdown drain", "err", drainErr)
-	}
-	if cfg.Queen.URL != "" {
-		time.Sleep(pushGrace)
 	}
 	stopHub()
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpCloseTimeout)

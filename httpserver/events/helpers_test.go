@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +31,8 @@ type env struct {
 	srv   *httptest.Server
 	drops atomic.Int64
 	conns atomic.Int64 // connections the server accepted
+
+	stopHub func() // stops the hub and waits for Run; safe to call twice
 }
 
 // newEnv starts a real registry, a hub and an HTTP server on 127.0.0.1.
@@ -64,11 +67,17 @@ func newEnv(t testing.TB, cfg Config, prepare ...func(*Hub)) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.hub.Run(ctx) }()
+	var stopOnce sync.Once
+	e.stopHub = func() {
+		stopOnce.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+		e.stopHub()
 		reg.Close()
 	})
 	return e

@@ -189,6 +189,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			h.drainPending(regC)
 			return nil
 		case ev, ok := <-regC:
 			if !ok {
@@ -208,12 +209,7 @@ func (h *Hub) Run(ctx context.Context) error {
 			if h.testHook != nil {
 				h.testHook()
 			}
-			if ev.Seq <= h.regSkip {
-				continue // the last reset's snapshot holds it
-			}
-			for _, e := range workerEvents(ev) {
-				h.emit(&e, ev.Seq)
-			}
+			h.emitRegistry(ev)
 		case pe := <-h.inbox:
 			h.emitProvisioner(pe)
 		case <-h.kick:
@@ -227,6 +223,37 @@ func (h *Hub) Run(ctx context.Context) error {
 				h.drainInbox()
 				h.emit(&Event{Type: TypeHiveShuttingDown, Time: time.Now()}, 0)
 			}
+		}
+	}
+}
+
+// emitRegistry emits the events of one registry change.
+func (h *Hub) emitRegistry(ev registry.Event) {
+	if ev.Seq <= h.regSkip {
+		return // the last reset's snapshot holds it
+	}
+	for _, e := range workerEvents(ev) {
+		h.emit(&e, ev.Seq)
+	}
+}
+
+// drainPending emits what was already queued when Run was told to stop: in
+// a drain, the shutdown notice and the last workers' removals, which
+// subscribers and the queen pusher must still see before their streams end.
+func (h *Hub) drainPending(regC <-chan registry.Event) {
+	h.drainInbox()
+	if h.shutdownReq.Swap(false) {
+		h.emit(&Event{Type: TypeHiveShuttingDown, Time: time.Now()}, 0)
+	}
+	for regC != nil {
+		select {
+		case ev, ok := <-regC:
+			if !ok {
+				return
+			}
+			h.emitRegistry(ev)
+		default:
+			return
 		}
 	}
 }

@@ -36,7 +36,11 @@ type PushConfig struct {
 	MaxBuffer int
 	// RetryInitial and RetryMax bound the retry backoff (100ms, 10s).
 	RetryInitial, RetryMax time.Duration
-	Logger                 *slog.Logger
+	// FlushTimeout bounds the last delivery once the hub has stopped: what
+	// the hub emitted last (a drain's shutdown notice and worker removals)
+	// is sent for up to this long (2s).
+	FlushTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Pusher sends the hub's events to queen-rbee; see the package doc.
@@ -71,6 +75,9 @@ func NewPusher(cfg PushConfig, h *Hub) *Pusher {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 10 * time.Second
 	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 2 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -79,7 +86,9 @@ func NewPusher(cfg PushConfig, h *Hub) *Pusher {
 
 // Run pushes until ctx ends or the hub stops, and then returns nil. It
 // never blocks the hub: while queen is unreachable events wait in the
-// pusher's own bounded queue.
+// pusher's own bounded queue. Ending ctx stops it at once; the hub stopping
+// ends it gracefully: what the hub emitted last is delivered first, for up
+// to FlushTimeout. So at shutdown stop the hub, then wait for Run.
 func (p *Pusher) Run(ctx context.Context) error {
 	if p.cfg.URL == "" {
 		return nil
@@ -108,7 +117,11 @@ func (p *Pusher) pump(ctx context.Context, res subscribeResult) error {
 	if err != nil {
 		return fmt.Errorf("events: push: encoding the reset: %w", err)
 	}
-	if err := p.send(ctx, s, [][]byte{reset.data}); err != nil {
+	keep := func(e *entry) bool { return e.regSeq == 0 || e.regSeq > skip }
+	if err := p.send(ctx, s.done, [][]byte{reset.data}); err != nil {
+		if errors.Is(err, errSubscriptionEnded) {
+			return p.flush(ctx, s, [][]byte{reset.data}, keep)
+		}
 		return err
 	}
 	batch := make([][]byte, 0, p.cfg.BatchSize)
@@ -118,7 +131,7 @@ func (p *Pusher) pump(ctx context.Context, res subscribeResult) error {
 	for {
 		batch = batch[:0]
 		add := func(e *entry) {
-			if e.regSeq == 0 || e.regSeq > skip {
+			if keep(e) {
 				batch = append(batch, e.data)
 			}
 		}
@@ -126,7 +139,7 @@ func (p *Pusher) pump(ctx context.Context, res subscribeResult) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.done:
-			return p.hub.reason(s)
+			return p.flush(ctx, s, batch, keep)
 		case e := <-s.ch:
 			add(e)
 		}
@@ -137,7 +150,7 @@ func (p *Pusher) pump(ctx context.Context, res subscribeResult) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-s.done:
-				return p.hub.reason(s)
+				return p.flush(ctx, s, batch, keep)
 			case e := <-s.ch:
 				add(e)
 			case <-timer.C:
@@ -148,14 +161,53 @@ func (p *Pusher) pump(ctx context.Context, res subscribeResult) error {
 		if len(batch) == 0 {
 			continue
 		}
-		if err := p.send(ctx, s, batch); err != nil {
+		if err := p.send(ctx, s.done, batch); err != nil {
+			if errors.Is(err, errSubscriptionEnded) {
+				return p.flush(ctx, s, batch, keep)
+			}
 			return err
 		}
 	}
 }
 
-// send POSTs one batch until queen takes it, ctx ends or s is dropped.
-func (p *Pusher) send(ctx context.Context, s *subscriber, events [][]byte) error {
+// flush ends a subscription. One the hub ended because it stopped still
+// holds its last events: they go out in order, for up to FlushTimeout or
+// until ctx ends. A subscription dropped for any other reason is not
+// flushed (a reset follows).
+func (p *Pusher) flush(ctx context.Context, s *subscriber, batch [][]byte, keep func(*entry) bool) error {
+	reason := p.hub.reason(s)
+	if !errors.Is(reason, errHubStopped) {
+		return reason
+	}
+	for more := true; more; {
+		select {
+		case e := <-s.ch:
+			if keep(e) {
+				batch = append(batch, e.data)
+			}
+		default:
+			more = false
+		}
+	}
+	if len(batch) == 0 {
+		return reason
+	}
+	flushCtx, cancel := context.WithTimeout(ctx, p.cfg.FlushTimeout)
+	defer cancel()
+	for len(batch) > 0 {
+		n := min(len(batch), p.cfg.BatchSize)
+		if err := p.send(flushCtx, nil, batch[:n]); err != nil {
+			p.log.Warn("events: push: the last events did not reach queen before the hive stopped", "events", len(batch), "err", err)
+			return reason
+		}
+		batch = batch[n:]
+	}
+	return reason
+}
+
+// send POSTs one batch until queen takes it, ctx ends or dropped closes
+// (the subscription ended: a reset follows; nil for the final flush).
+func (p *Pusher) send(ctx context.Context, dropped <-chan struct{}, events [][]byte) error {
 	var body bytes.Buffer
 	body.WriteString(`{"events":[`)
 	for i, e := range events {
@@ -182,18 +234,22 @@ func (p *Pusher) send(ctx context.Context, s *subscriber, events [][]byte) error
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
-		case <-s.done:
+		case <-dropped:
 			t.Stop()
-			return p.hub.reason(s)
+			return errSubscriptionEnded
 		case <-t.C:
 		}
 		select {
-		case <-s.done: // dropped while waiting: never send a stale batch
-			return p.hub.reason(s)
+		case <-dropped: // dropped while waiting: never send a stale batch
+			return errSubscriptionEnded
 		default:
 		}
 	}
 }
+
+// errSubscriptionEnded is send's answer when its subscription ended while
+// a batch waited for a retry; the caller asks the hub why.
+var errSubscriptionEnded = errors.New("events: push: subscription ended")
 
 func (p *Pusher) post(ctx context.Context, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)

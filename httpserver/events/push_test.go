@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,6 +57,12 @@ func newQueen(t *testing.T, failFirst int) *queen {
 	}))
 	t.Cleanup(q.srv.Close)
 	return q
+}
+
+func (q *queen) attemptCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.attempts
 }
 
 // events returns every accepted event, in order.
@@ -228,5 +235,90 @@ func TestPushDisabledWithoutURL(t *testing.T) {
 	e := newEnv(t, Config{})
 	if err := NewPusher(PushConfig{}, e.hub).Run(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPushFlushesWhenTheHubStops: queen is down while the hive drains; the
+// hub stops while the pusher is still retrying. Once queen answers again, within FlushTimeout, it gets the
+// reset, the worker and the shutdown notice, in order: nothing the hub
+// emitted last is lost at shutdown.
+func TestPushFlushesWhenTheHubStops(t *testing.T) {
+	e := newEnv(t, Config{})
+	q := newQueen(t, 0)
+	q.mu.Lock()
+	q.down = true
+	q.mu.Unlock()
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	p := NewPusher(PushConfig{URL: q.srv.URL, Logger: quiet(), HTTPClient: hc, BatchDelay: time.Millisecond,
+		RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond, FlushTimeout: 30 * time.Second}, e.hub)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+
+	// The pusher has subscribed: it is retrying its first reset.
+	deadline := time.Now().Add(waitFor)
+	for q.attemptCount() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pusher never tried to reach queen")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s := e.watch(t, WatchOptions{})
+	register(t, e.reg, wid(1))
+	e.hub.PublishShutdown()
+	next(t, s)
+	last := next(t, s) // the shutdown notice: the hub has emitted both
+	if last.Type != TypeHiveShuttingDown {
+		t.Fatalf("second event %s, want %s", last.Type, TypeHiveShuttingDown)
+	}
+	e.stopHub()
+	time.Sleep(20 * time.Millisecond) // a few failed retries after the stop
+	q.mu.Lock()
+	q.down = false
+	q.mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the pusher did not return after its flush")
+	}
+	var types []string
+	for _, ev := range q.events() {
+		types = append(types, ev.Type)
+	}
+	want := []string{TypeReset, TypeWorkerRegistered, TypeHiveShuttingDown}
+	if strings.Join(types, " ") != strings.Join(want, " ") {
+		t.Fatalf("queen got %v, want %v", types, want)
+	}
+}
+
+// TestPushFlushIsBounded: queen never answers again; the pusher gives up
+// after FlushTimeout instead of holding the hive's exit.
+func TestPushFlushIsBounded(t *testing.T) {
+	e := newEnv(t, Config{})
+	q := newQueen(t, 0)
+	q.mu.Lock()
+	q.down = true
+	q.mu.Unlock()
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	p := NewPusher(PushConfig{URL: q.srv.URL, Logger: quiet(), HTTPClient: hc,
+		RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond, FlushTimeout: 50 * time.Millisecond}, e.hub)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(context.Background()) }()
+	register(t, e.reg, wid(1))
+	e.stopHub()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the pusher's flush did not give up")
+	}
+	if n := len(q.events()); n != 0 {
+		t.Fatalf("queen accepted %d events while down", n)
 	}
 }

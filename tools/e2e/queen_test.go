@@ -53,8 +53,8 @@ func (q *queen) events() []events.Event {
 
 // TestQueenPush: with queen.url set the hive pushes its events with
 // queen.token, retries while queen answers 503, starts with a reset, and
-// delivers a worker's life and, as its last batch, its own shutdown, in
-// order, each id once.
+// delivers a worker's life, its own shutdown and the worker's removal by
+// the drain, in order, each id once.
 func TestQueenPush(t *testing.T) {
 	t.Parallel()
 	e := harness.New(t)
@@ -95,7 +95,9 @@ func TestQueenPush(t *testing.T) {
 			life = append(life, ev.Type)
 		}
 	}
-	want := []string{events.TypeWorkerRegistered, events.TypeWorkerStateChanged, events.TypeHiveShuttingDown}
+	// The last ones (the shutdown notice, then the worker's removal by the
+	// drain) come from the pusher's flush as the hub stops.
+	want := []string{events.TypeWorkerRegistered, events.TypeWorkerStateChanged, events.TypeHiveShuttingDown, events.TypeWorkerRemoved}
 	i := 0
 	for _, typ := range life {
 		if i < len(want) && typ == want[i] {
