@@ -77,6 +77,30 @@ func call(ctx context.Context, hc *http.Client, method, url, token string, body 
 	return resp.StatusCode, d, b, nil
 }
 
+// callDiscard is call for load generation: the body is read into a reused
+// buffer and dropped, so the client's own copying weighs as little as it can
+// on the cores it shares with the server.
+func callDiscard(ctx context.Context, hc *http.Client, url, token string, buf []byte) (int, time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	start := time.Now()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	_, err = io.CopyBuffer(io.Discard, onlyReader{resp.Body}, buf)
+	resp.Body.Close()
+	return resp.StatusCode, time.Since(start), err
+}
+
+// onlyReader hides WriterTo, so CopyBuffer uses the buffer it was given.
+type onlyReader struct{ io.Reader }
+
 // mustCall is call that ends the item unless the status is want.
 func mustCall(c *Ctx, hc *http.Client, method, url, token string, body []byte, want int) (time.Duration, []byte) {
 	st, d, b, err := call(c.Context, hc, method, url, token, body)
