@@ -168,7 +168,7 @@ func benchAPI(c *Ctx) []Row {
 	// the other clients on two cores.
 	type endpoint struct {
 		name, path, token string
-		thr, lat         load
+		thr, lat          load
 	}
 	eps := []*endpoint{
 		{name: "health", path: "/v1/health"},
