@@ -118,6 +118,7 @@ func TestLoad(t *testing.T) {
 	loadCtx, stopLoad := context.WithTimeout(ctx, dur)
 	defer stopLoad()
 	var kills int
+	killsOf := map[string]int{} // by worker id, for the diagnosis of a mismatch
 	var killWG sync.WaitGroup
 	killWG.Add(1)
 	go func() {
@@ -140,9 +141,10 @@ func TestLoad(t *testing.T) {
 			if len(ws) == 0 {
 				continue
 			}
-			pid := ws[rng.IntN(len(ws))].PID
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				killed[pid] = true
+			w := ws[rng.IntN(len(ws))]
+			if syscall.Kill(w.PID, syscall.SIGKILL) == nil {
+				killed[w.PID] = true
+				killsOf[w.ID]++
 				kills++
 			}
 		}
@@ -218,10 +220,16 @@ func TestLoad(t *testing.T) {
 		t.Logf("LOAD-RESULT %s n=%d p50=%s p99=%s max=%s", p, len(l), pct(l, 50), pct(l, 99), l[len(l)-1])
 	}
 
-	// Every worker is still accounted for: the kills were restarts.
+	// Every worker is still accounted for: the kills were restarts. (A
+	// worker killed a moment ago may still be listed idle until the hive
+	// has reaped it: wait for the restarts to add up too.)
 	if !harness.Poll(2*time.Minute, 200*time.Millisecond, func() bool {
 		ws, err := c.ListWorkers(ctx, client.ListWorkersOptions{State: "idle"})
-		return err == nil && len(ws) == workers
+		n := 0
+		for _, w := range ws {
+			n += w.RestartCount
+		}
+		return err == nil && len(ws) == workers && n == kills
 	}) {
 		ws, _ := c.ListWorkers(ctx, client.ListWorkersOptions{})
 		states := map[string]int{}
@@ -237,6 +245,16 @@ func TestLoad(t *testing.T) {
 	}
 	if restarts != kills {
 		t.Errorf("%d restarts recorded for %d kills", restarts, kills)
+		for _, w := range ws {
+			if w.RestartCount != killsOf[w.ID] {
+				t.Logf("worker %s: %d restarts, %d kills, state %s, last_exit %+v, last_error %q", w.ID, w.RestartCount, killsOf[w.ID], w.State, w.LastExit, w.LastError)
+				for _, line := range strings.Split(d.Log(), "\n") {
+					if strings.Contains(line, w.ID) {
+						t.Logf("  %s", line)
+					}
+				}
+			}
+		}
 	}
 	after := hiveMemory(t, d, c)
 	t.Logf("LOAD-RESULT workers=%d duration=%s requests=%d errors=%d kills=%d restarts=%d heap_before=%.1fMiB heap_after=%.1fMiB rss_before=%.1fMiB rss_after=%.1fMiB goroutines_before=%d goroutines_after=%d",
