@@ -112,6 +112,11 @@ func TestLoad(t *testing.T) {
 	}
 	t.Logf("%d workers registered and ready in %s", workers, time.Since(t0).Round(time.Millisecond))
 
+	// Warm up (the first requests grow buffers and pools that stay), then
+	// take the baseline.
+	warm, stopWarm := context.WithTimeout(ctx, 2*time.Second)
+	hammer(warm, d, clients)
+	stopWarm()
 	before := hiveMemory(t, d, c)
 
 	// Crashes meanwhile: a random live worker is SIGKILLed every 200ms.
@@ -151,47 +156,10 @@ func TestLoad(t *testing.T) {
 	}()
 
 	// The load: closed loop, each client cycles through the routes.
-	paths := []string{"/v1/workers/list", "/v1/status", "/v1/metrics"}
-	type result struct {
-		lat    map[string][]time.Duration
-		errs   []string
-		nBytes int64
-	}
-	results := make([]result, clients)
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}, Timeout: 30 * time.Second}
-	var lwg sync.WaitGroup
 	start := time.Now()
-	for i := range results {
-		lwg.Add(1)
-		go func(r *result, off int) {
-			defer lwg.Done()
-			r.lat = map[string][]time.Duration{}
-			for n := off; loadCtx.Err() == nil; n++ {
-				p := paths[n%len(paths)]
-				req, _ := http.NewRequest("GET", d.URL+p, nil)
-				req.Header.Set("Authorization", "Bearer "+d.Token)
-				t0 := time.Now()
-				resp, err := hc.Do(req)
-				if err != nil {
-					r.errs = append(r.errs, p+": "+err.Error())
-					continue
-				}
-				nb, err := io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				el := time.Since(t0)
-				if err != nil || resp.StatusCode != 200 {
-					r.errs = append(r.errs, fmt.Sprintf("%s: %d %v", p, resp.StatusCode, err))
-					continue
-				}
-				r.nBytes += nb
-				r.lat[p] = append(r.lat[p], el)
-			}
-		}(&results[i], i)
-	}
-	lwg.Wait()
+	results := hammer(loadCtx, d, clients)
 	elapsed := time.Since(start)
 	killWG.Wait()
-	hc.CloseIdleConnections()
 
 	var errs []string
 	all := map[string][]time.Duration{}
@@ -264,6 +232,51 @@ func TestLoad(t *testing.T) {
 	if after.heap > 2*before.heap+16<<20 {
 		t.Errorf("heap grew from %.1f MiB to %.1f MiB", mib(before.heap), mib(after.heap))
 	}
+}
+
+var paths = []string{"/v1/workers/list", "/v1/status", "/v1/metrics"}
+
+type result struct {
+	lat    map[string][]time.Duration
+	errs   []string
+	nBytes int64
+}
+
+// hammer runs clients closed loops over paths until ctx ends.
+func hammer(ctx context.Context, d *harness.Daemon, clients int) []result {
+	results := make([]result, clients)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func(r *result, off int) {
+			defer wg.Done()
+			r.lat = map[string][]time.Duration{}
+			for n := off; ctx.Err() == nil; n++ {
+				p := paths[n%len(paths)]
+				req, _ := http.NewRequest("GET", d.URL+p, nil)
+				req.Header.Set("Authorization", "Bearer "+d.Token)
+				t0 := time.Now()
+				resp, err := hc.Do(req)
+				if err != nil {
+					r.errs = append(r.errs, p+": "+err.Error())
+					continue
+				}
+				nb, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				el := time.Since(t0)
+				if err != nil || resp.StatusCode != 200 {
+					r.errs = append(r.errs, fmt.Sprintf("%s: %d %v", p, resp.StatusCode, err))
+					continue
+				}
+				r.nBytes += nb
+				r.lat[p] = append(r.lat[p], el)
+			}
+		}(&results[i], i)
+	}
+	wg.Wait()
+	return results
 }
 
 func pct(sorted []time.Duration, p int) time.Duration {
