@@ -258,35 +258,42 @@ func runItem(ctx context.Context, it Item, dir string, quick bool, log *slog.Log
 	return it.Run(c), nil
 }
 
+// cells renders one row as the table's columns.
+func (r Row) cells() []string {
+	delta := "—"
+	switch d := r.Delta(); {
+	case math.IsNaN(d):
+	case r.Compare == CompareRatio:
+		delta = fmt.Sprintf("%.2f×", d)
+	case r.Compare == CompareAdded:
+		delta = signed(formatValue(d, r.Unit), d)
+	}
+	target, verdict := "—", "info"
+	if r.Target != nil {
+		target = r.Target.String(r.Unit)
+		if p, _ := r.Pass(); p {
+			verdict = "PASS"
+		} else {
+			verdict = "MISS"
+		}
+	}
+	base := formatValue(r.Baseline, r.Unit)
+	if r.BaselineName == "" && r.Baseline == 0 {
+		base = "—"
+	} else if r.BaselineName != "" {
+		base += " (" + r.BaselineName + ")"
+	}
+	return []string{fmt.Sprint(r.Item), r.Name, formatValue(r.Measured, r.Unit), base, delta, target, verdict}
+}
+
+var header = []string{"#", "what", "measured", "baseline", "ratio/added", "target", "result"}
+
 // WriteTable renders the report as an aligned text table.
 func WriteTable(w io.Writer, rep *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\twhat\tmeasured\tbaseline\tratio/added\ttarget\tresult")
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rep.Rows {
-		delta := "—"
-		switch d := r.Delta(); {
-		case math.IsNaN(d):
-		case r.Compare == CompareRatio:
-			delta = fmt.Sprintf("%.2f×", d)
-		case r.Compare == CompareAdded:
-			delta = signed(formatValue(d, r.Unit), d)
-		}
-		target, verdict := "—", "info"
-		if r.Target != nil {
-			target = r.Target.String(r.Unit)
-			if p, _ := r.Pass(); p {
-				verdict = "PASS"
-			} else {
-				verdict = "MISS"
-			}
-		}
-		base := formatValue(r.Baseline, r.Unit)
-		if r.BaselineName == "" && r.Baseline == 0 {
-			base = "—"
-		} else if r.BaselineName != "" {
-			base += " (" + r.BaselineName + ")"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Item, r.Name, formatValue(r.Measured, r.Unit), base, delta, target, verdict)
+		fmt.Fprintln(tw, strings.Join(r.cells(), "\t"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -341,6 +348,27 @@ func formatValue(v float64, unit string) string {
 		return s
 	}
 	return s + " " + unit
+}
+
+// WriteMarkdown renders the rows as a Markdown table (for BENCHMARKS.md).
+func WriteMarkdown(w io.Writer, rep *Report) error {
+	line := func(cells []string) string {
+		for i, c := range cells {
+			cells[i] = strings.ReplaceAll(c, "|", "\\|")
+		}
+		return "| " + strings.Join(cells, " | ") + " |\n"
+	}
+	var b strings.Builder
+	b.WriteString(line(append([]string(nil), header...)))
+	b.WriteString("|---|---|---:|---:|---:|---|---|\n")
+	for _, r := range rep.Rows {
+		b.WriteString(line(r.cells()))
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(&b, "\nItem %d did not finish: %s\n", e.Item, e.Error)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // WriteJSON writes the report as indented JSON.

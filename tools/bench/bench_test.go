@@ -75,6 +75,22 @@ func TestWriteTable(t *testing.T) {
 	}
 }
 
+func TestWriteMarkdown(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteMarkdown(&b, sampleReport()); err != nil {
+		t.Fatal(err)
+	}
+	want := "| # | what | measured | baseline | ratio/added | target | result |\n" +
+		"|---|---|---:|---:|---:|---|---|\n" +
+		"| 1 | provision | 950 MB/s | 1000 MB/s (GET+sha256) | 0.95× | ratio >= 0.95 | PASS |\n" +
+		"| 3 | spawn p50 | 12.0 ms | 5.00 ms (direct) | +7.00 ms | added < 5.00 ms | MISS |\n" +
+		"| 7 | rss idle | 20.0 MiB | — | — | — | info |\n" +
+		"\nItem 5 did not finish: boom\n"
+	if b.String() != want {
+		t.Errorf("markdown:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
 func TestWriteJSON(t *testing.T) {
 	var b bytes.Buffer
 	if err := WriteJSON(&b, sampleReport()); err != nil {

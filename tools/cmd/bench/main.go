@@ -1,7 +1,7 @@
 // Command bench measures the whole rbee-hive daemon (see package
 // tools/bench and BENCHMARKS.md): run it from the repository root with
 //
-//	go run ./tools/cmd/bench [-quick] [-only 1,3,5] [-out bench-results/bench.json]
+//	go run ./tools/cmd/bench [-quick] [-only 1,3,5] [-out bench-results/bench.json] [-md table.md]
 //
 // It prints a table and writes the same figures as JSON. It exits 1 when an
 // item failed or a target was missed (-strict), 2 on bad flags.
@@ -30,6 +30,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	out := fs.String("out", "bench-results/bench.json", "JSON report path (\"\" for none)")
 	only := fs.String("only", "", "comma-separated items to run (1-7); empty runs all")
+	md := fs.String("md", "", "also write the table as Markdown to this path")
 	quick := fs.Bool("quick", false, "small sizes and few iterations: a smoke run")
 	strict := fs.Bool("strict", false, "exit 1 when a target is missed, not only when an item fails")
 	verbose := fs.Bool("v", false, "debug progress on stderr")
@@ -63,6 +64,19 @@ func run(args []string) int {
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "bench: wrote %s\n", *out)
+	}
+	if *md != "" {
+		f, err := os.Create(*md)
+		if err == nil {
+			err = bench.WriteMarkdown(f, rep)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
 	}
 	failed := false
 	for _, e := range rep.Errors {
