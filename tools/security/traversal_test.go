@@ -65,8 +65,13 @@ func TestPathTraversal(t *testing.T) {
 		"/etc/passwd",
 		"tinyllama/../../etc/passwd",
 	}
+	mutating := 0 // refused POST and DELETE calls, each of which must be audited
 	check := func(what string, r harness.Response) {
 		t.Helper()
+		if strings.HasPrefix(what, "spawn") || strings.HasPrefix(what, "provision") || strings.HasPrefix(what, "evict") ||
+			strings.HasPrefix(what, "shutdown") || strings.HasPrefix(what, "heartbeat") || strings.HasPrefix(what, "ready") {
+			mutating++
+		}
 		if r.Status < 400 || r.Status >= 500 {
 			t.Errorf("%s: %d %s, want a 4xx", what, r.Status, r.Body)
 			return
@@ -100,6 +105,17 @@ func TestPathTraversal(t *testing.T) {
 		if r.Status >= 500 || bytes.Contains(r.Body, []byte("root:x:0:0")) {
 			t.Errorf("GET %s: %d %s", p, r.Status, r.Body)
 		}
+	}
+
+	audited := 0
+	for _, a := range auditEntries(t, d) {
+		status, _ := a["status"].(float64)
+		if (a["method"] == "POST" || a["method"] == "DELETE") && status >= 400 && status < 500 {
+			audited++
+		}
+	}
+	if audited < mutating {
+		t.Errorf("%d refused mutating calls, %d audited with their status", mutating, audited)
 	}
 
 	if b, err := os.ReadFile(secret); err != nil || !bytes.Equal(b, secretContent) {
