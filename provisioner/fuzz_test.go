@@ -116,7 +116,7 @@ func FuzzHubResponses(f *testing.F) {
 	f.Add(good("model.gguf", len(blob)+3, lfsID, true), blob, byte(0), 200)
 	f.Add(good("model.gguf", -1, lfsID, true), blob, byte(0), 200)
 	f.Add(good("model.gguf", 1<<62, lfsID, true), blob, byte(0), 200)
-	for _, up := range []string{"../", "../../../"} {
+	for _, up := range []string{"../", "../../../", "../../../../", "../../../../../", "../../../../../../"} {
 		f.Add(good(up+"escape.gguf", len(blob), lfsID, true), blob, byte(0), 200)
 	}
 	f.Add(good("a/../../b.gguf", len(blob), lfsID, true), blob, byte(0), 200)
