@@ -1,6 +1,7 @@
 package security
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/http"
@@ -155,4 +156,58 @@ func (h *redirectHub) authElsewhere() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.auth2
+}
+
+// TestHubFileNames: a hub (compromised, or a man in the middle of an http
+// endpoint) that names repo files so that they climb out of the snapshot
+// or point at absolute paths gets a 502, and nothing is written outside
+// the cache.
+func TestHubFileNames(t *testing.T) {
+	t.Parallel()
+	e := harness.New(t)
+	const commit = "0123456789abcdef0123456789abcdef01234567"
+	blob := []byte("evil bytes")
+	sum := sha256.Sum256(blob)
+	names := []string{"../../../../../../escape.gguf", "a/../../../../../../../escape2.gguf", "/tmp/escape3.gguf", "a//b.gguf", "./c.gguf", `..\..\d.gguf`}
+	var mu sync.Mutex
+	name := ""
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n := name
+		mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/api/models/") {
+			fmt.Fprintf(w, `{"sha":%q,"siblings":[{"rfilename":%q,"size":%d,"blobId":%q,"lfs":{"sha256":"%x","size":%d}}]}`,
+				commit, n, len(blob), commit, sum, len(blob))
+			return
+		}
+		w.Write(blob)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	cache := e.Path("deep", "er", "cache")
+	d := e.StartDaemon(harness.DaemonOptions{Config: map[string]any{"provisioner": map[string]any{
+		"hf_endpoint": "http://" + ln.Addr().String(), "cache_dir": cache}}})
+	for i, n := range names {
+		mu.Lock()
+		name = n
+		mu.Unlock()
+		r := d.Request("POST", "/v1/models/provision?wait=true", map[string]any{"model_ref": fmt.Sprintf("hf:evil/repo%d", i)})
+		if r.Status != 502 || errorCode(r.Body) != "UPSTREAM_ERROR" {
+			t.Errorf("hub file name %q: %d %s, want 502 UPSTREAM_ERROR", n, r.Status, r.Body)
+		}
+	}
+	filepath.Walk(e.Dir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && strings.Contains(filepath.Base(path), "escape") {
+			t.Errorf("a hub file name wrote %s", path)
+		}
+		return nil
+	})
+	if _, err := os.Lstat("/tmp/escape3.gguf"); err == nil {
+		t.Errorf("a hub file name wrote /tmp/escape3.gguf")
+	}
 }
