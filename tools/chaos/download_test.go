@@ -119,8 +119,9 @@ func TestDownloadFaults(t *testing.T) {
 	t.Logf("DOWNLOAD-RESULT faults_injected=%d survived=%d lost=0 verified_blobs=%d", injected, injected, n)
 }
 
-// TestDownloadKill9Resume kills the hive with SIGKILL while it downloads
-// the second file of a repo; the next hive on the same state and cache
+// TestDownloadKill9Resume kills the hive with SIGKILL once one file of a
+// repo is verified and another is half downloaded (the hive fetches a
+// repo's files in parallel); the next hive on the same state and cache
 // resumes the partial from where it stopped, and fetches nothing that was
 // already verified.
 func TestDownloadKill9Resume(t *testing.T) {
@@ -143,9 +144,10 @@ func TestDownloadKill9Resume(t *testing.T) {
 	part := blobPath(cache, "acme/big", second) + ".incomplete"
 	if !harness.Poll(30*time.Second, 10*time.Millisecond, func() bool {
 		st, err := os.Stat(part)
-		return err == nil && st.Size() == cutAt
+		_, errFirst := os.Stat(blobPath(cache, "acme/big", first))
+		return err == nil && st.Size() == cutAt && errFirst == nil
 	}) {
-		t.Fatalf("the second file's partial never reached %d bytes", cutAt)
+		t.Fatalf("never had the first file verified and the second's partial at %d bytes", cutAt)
 	}
 	d1.Kill9()
 	before := hub.Stats()
