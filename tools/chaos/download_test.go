@@ -62,15 +62,23 @@ func TestDownloadFaults(t *testing.T) {
 	e := harness.New(t)
 	hub := e.StartHub()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	const cuts = 6
-	cutAt := int64(64<<10 + rng.IntN(512<<10))
 	corruptAt := int64(rng.IntN(1 << 20))
 	files := []*hubtest.File{
-		{Path: "cut.gguf", Content: hubtest.Synthetic(1, 4<<20), LFS: true, Faults: hubtest.Faults{CutAfter: cutAt, CutTimes: cuts}},
 		{Path: "corrupt.gguf", Content: hubtest.Synthetic(2, 1<<20), LFS: true, Faults: hubtest.Faults{Corrupt: true, CorruptAt: corruptAt, CorruptTimes: 1}},
 		{Path: "storm429.gguf", Content: hubtest.Synthetic(3, 256<<10), LFS: true, Faults: hubtest.Faults{FailFirst: 3, FailStatus: 429}},
 		{Path: "storm503.gguf", Content: hubtest.Synthetic(4, 256<<10), LFS: true, Faults: hubtest.Faults{FailFirst: 3, FailStatus: 503}},
 		{Path: "config.json", Content: hubtest.Bytes([]byte(`{"arch":"llama"}`)), Faults: hubtest.Faults{CutAfter: 5, CutTimes: 2}},
+	}
+	// Files cut again and again, each at its own random offset (every
+	// resumed response is cut that many bytes further on).
+	cuts := 2 // config.json
+	var cutAts []int64
+	for i := range 4 {
+		at, times := int64(1<<10+rng.IntN(700<<10)), 2+rng.IntN(7)
+		files = append(files, &hubtest.File{Path: fmt.Sprintf("cut%d.gguf", i), Content: hubtest.Synthetic(uint64(100+i), int64(2<<20+rng.IntN(2<<20))),
+			LFS: true, Faults: hubtest.Faults{CutAfter: at, CutTimes: times}})
+		cuts += times
+		cutAts = append(cutAts, at)
 	}
 	if _, err := hub.AddRepo("acme/faulty", files...); err != nil {
 		t.Fatal(err)
@@ -85,7 +93,7 @@ func TestDownloadFaults(t *testing.T) {
 	}
 	cache := e.Path("cache")
 	d := hubDaemon(e, hub, cache, "")
-	injected := cuts + 2 + 1 + 3 + 3
+	injected := cuts + 1 + 3 + 3
 
 	r := d.Request("POST", "/v1/models/provision?wait=true", map[string]any{"model_ref": "hf:acme/faulty"})
 	if r.Status != 200 {
@@ -102,8 +110,8 @@ func TestDownloadFaults(t *testing.T) {
 		}
 	}
 	st := hub.Stats()
-	t.Logf("acme/faulty: cut at %d (%d times), corrupt at %d, 3×429, 3×503; %d content ranges requested, %d bytes sent",
-		cutAt, cuts, corruptAt, len(st.Ranges), st.BytesSent)
+	t.Logf("acme/faulty: %d cuts (first offsets %v), corrupt at %d, 3×429, 3×503; %d content ranges requested, %d bytes sent",
+		cuts, cutAts, corruptAt, len(st.Ranges), st.BytesSent)
 
 	for _, c := range []struct{ ref, want string }{{"hf:acme/rotten", "checksum"}, {"hf:acme/down", "503"}} {
 		r := d.Request("POST", "/v1/models/provision?wait=true", map[string]any{"model_ref": c.ref})
