@@ -6,7 +6,7 @@ MODULES := $(shell $(GO) list -m -f '{{.Dir}}' | sed 's|^$(CURDIR)/||')
 
 .PHONY: test modules fmt race layers fuzz-short run
 
-test: fmt modules race layers
+test: fmt modules race layers fuzz-short
 
 # gofmt over every tracked Go file.
 fmt:
@@ -27,6 +27,17 @@ race:
 # The layer table of DESIGN.md, enforced.
 layers:
 	$(GO) run ./tools/cmd/layercheck .
+
+# A short run of every fuzz target (found by name, so new ones are included);
+# the seed corpora already ran as tests above. Longer by hand: FUZZTIME=10m.
+FUZZTIME ?= 3s
+fuzz-short:
+	@set -e; for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$d/*_test.go); do \
+			echo "== fuzz $$d $$f $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$d; \
+		done; \
+	done
 
 run:
 	$(GO) run ./cmd/rbee-hive
