@@ -102,7 +102,7 @@ func (dw *directWorker) start(log string, env ...string) (*exec.Cmd, chan error)
 // the same reference worker directly and waiting for the same ready
 // callback. Runs alternate.
 func benchSpawn(c *Ctx) []Row {
-	n := 40
+	n := 100
 	if c.Quick {
 		n = 5
 	}
@@ -162,7 +162,7 @@ func benchSpawn(c *Ctx) []Row {
 // (ready_at of each transition to idle). Baseline: a plain loop that starts
 // the worker again as soon as it was reaped, timed the same way.
 func benchCrash(c *Ctx) []Row {
-	n := 60
+	n := 100
 	if c.Quick {
 		n = 8
 	}
