@@ -237,11 +237,25 @@ func TestDownloadDiskFull(t *testing.T) {
 	if _, err := os.Stat(blobPath(cache, "acme/fat", f)); err == nil {
 		t.Fatal("a blob was moved into place from a failed download")
 	}
+	partial := int64(0)
+	if st, err := os.Stat(part); err == nil {
+		partial = st.Size() // kept for a resume: never more than the file
+		if partial > f.Content.Size() {
+			t.Fatalf("the partial has %d bytes, the file %d", partial, f.Content.Size())
+		}
+	}
+	t.Logf("after the full disk the partial holds %d bytes", partial)
 	checkBlobs(t, cache)
 	os.Remove(filler)
+	ranges := len(hub.Stats().Ranges)
 	r = d.Request("POST", "/v1/models/provision?wait=true", map[string]any{"model_ref": "hf:acme/fat"})
 	if r.Status != 200 {
 		t.Fatalf("provision after freeing space: %d %s", r.Status, r.Body)
+	}
+	if partial > 0 {
+		if rs := hub.Stats().Ranges[ranges:]; len(rs) == 0 || rs[0] != fmt.Sprintf("bytes=%d-", partial) {
+			t.Errorf("after freeing space the hive asked for %v, want to resume at %d", rs, partial)
+		}
 	}
 	if n := checkBlobs(t, cache); n != 1 {
 		t.Errorf("%d verified blobs, want 1", n)
