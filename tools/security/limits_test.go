@@ -61,6 +61,35 @@ func TestHugeBodies(t *testing.T) {
 	}
 	conn.Close()
 
+	// Framing tricks (request smuggling): a 4xx (or 501 for an unknown
+	// transfer coding), never a success and never another 5xx. A chunked
+	// framing wins over a length (RFC 9112) and carries an empty body.
+	for name, head := range map[string]string{
+		"length and chunked":   "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+		"two lengths":          "Content-Length: 2\r\nContent-Length: 40\r\n",
+		"negative length":      "Content-Length: -1\r\n",
+		"unknown coding":       "Transfer-Encoding: gzip, chunked\r\n",
+		"length with a space":  "Content-Length: 1 0\r\n",
+		"header without colon": "X-Broken\r\n",
+	} {
+		c := dial(t, d)
+		body := "{}"
+		if strings.Contains(head, "chunked") {
+			body = "0\r\n\r\n"
+		}
+		fmt.Fprintf(c, "POST /v1/models/provision HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n%s\r\n%s", d.Token, head, body)
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if (resp.StatusCode < 400 || resp.StatusCode >= 500) && resp.StatusCode != 501 {
+			t.Errorf("%s: %d, want a 4xx (or 501 for an unknown coding)", name, resp.StatusCode)
+		}
+		c.Close()
+	}
+
 	var audited int
 	for _, a := range auditEntries(t, d) {
 		if s, _ := a["status"].(float64); s == 413 {
