@@ -241,3 +241,61 @@ func checkCacheSound(t *testing.T, cache string) {
 
 // discardLogger keeps fuzzing output quiet.
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestEndlessModelInfo: a hub whose model info never ends (an endless list
+// of files) costs the client a bounded read (64 MiB), then an upstream
+// error; nothing is written to the cache.
+func TestEndlessModelInfo(t *testing.T) {
+	for _, c := range []struct{ name, head, item string }{
+		{"endless siblings", `{"sha":"` + fuzzCommit + `","siblings":[`, `{"rfilename":"x.gguf","size":1,"blobId":"` + fuzzCommit + `"},`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var sent atomic.Int64
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunk := []byte(strings.Repeat(c.item, 4096))
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n, _ := io.WriteString(w, c.head)
+				sent.Add(int64(n))
+				for r.Context().Err() == nil {
+					n, err := w.Write(chunk)
+					sent.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			})}
+			done := make(chan struct{})
+			go func() { defer close(done); srv.Serve(ln) }()
+			tr := &http.Transport{}
+			defer func() { tr.CloseIdleConnections(); srv.Close(); <-done }()
+			cache := t.TempDir()
+			p, err := New(Config{CacheDir: cache, Endpoint: "http://" + ln.Addr().String(), Token: "-",
+				HTTPClient: &http.Client{Transport: tr}, MaxAttempts: 1, Logger: discardLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			_, err = p.Ensure(ctx, "hf:endless/model")
+			if err == nil || ctx.Err() != nil {
+				t.Fatalf("Ensure = %v (deadline: %v), want an upstream error before the deadline", err, ctx.Err())
+			}
+			// The client stops reading at its limit; the server may have
+			// buffered a little more into the socket.
+			if n := sent.Load(); n > 80<<20 {
+				t.Errorf("the client read %d MiB of model info", n>>20)
+			}
+			checkCacheSound(t, cache)
+			filepath.WalkDir(cache, func(path string, d fs.DirEntry, err error) error {
+				if err == nil && strings.Contains(path, "models--") {
+					t.Errorf("endless model info left %s in the cache", path)
+				}
+				return nil
+			})
+		})
+	}
+}
