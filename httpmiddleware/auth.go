@@ -7,8 +7,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -76,6 +79,16 @@ func Auth(cfg AuthConfig) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r, info := WithInfo(r)
 			route := Route{r.Method, r.URL.Path}
+			if cfg.Token == "" {
+				// Without a token anything local may call, so a browser on
+				// this machine must not be turned into a caller.
+				if reason := browserRisk(r); reason != "" {
+					cfg.Audit.Denied(r, info, reason)
+					WriteError(w, http.StatusForbidden, CodeForbidden,
+						"refused without a token: "+reason+"; call 127.0.0.1 or localhost without an Origin, or configure a token", nil)
+					return
+				}
+			}
 			if cfg.Token == "" || exempt[route] {
 				info.Principal = PrincipalAnonymous
 				next.ServeHTTP(w, r)
@@ -150,6 +163,43 @@ func Auth(cfg AuthConfig) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// browserRisk says why a request may come from a web page rather than a
+// local client, or "" when it may not. A page on any site can make a
+// browser send simple requests (POST without a preflight) to loopback,
+// always with an Origin header; DNS rebinding lets a page read answers
+// under its own host name, which then is the Host header. Command-line and
+// program clients send no Origin and name the loopback address they dial.
+func browserRisk(r *http.Request) string {
+	if !loopbackName(hostOnly(r.Host)) {
+		return fmt.Sprintf("Host %q is not a loopback name", r.Host)
+	}
+	if origin, ok := r.Header["Origin"]; ok {
+		u, err := url.Parse(strings.Join(origin, ""))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !loopbackName(u.Hostname()) {
+			return fmt.Sprintf("Origin %q is not a loopback origin", strings.Join(origin, ","))
+		}
+	}
+	return ""
+}
+
+// hostOnly strips the port of a Host header ("[::1]:8080" → "::1").
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+}
+
+// loopbackName reports whether host is localhost or a loopback IP ("" is
+// an HTTP/1.0 request without Host, which no browser sends).
+func loopbackName(host string) bool {
+	if host == "" || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // parseBearer returns the token of "Bearer <token>". The token must be

@@ -12,6 +12,7 @@ const (
 	CodeInvalidAPIKey   = "INVALID_API_KEY"
 	CodePayloadTooLarge = "PAYLOAD_TOO_LARGE"
 	CodeInternal        = "INTERNAL"
+	CodeForbidden       = "FORBIDDEN"
 )
 
 // ErrorBody is the error envelope of DESIGN.md:
