@@ -121,6 +121,9 @@ func (s *Server) ready(c echo.Context) error {
 	if req.URL == "" {
 		return invalidField("url", "required")
 	}
+	if req.VRAMBytes != nil && *req.VRAMBytes < 0 {
+		return invalidField("vram_bytes", "must be >= 0")
+	}
 	mon, err := s.monitor()
 	if err != nil {
 		return err
