@@ -224,7 +224,7 @@ func TestWriteFailureChangesNothing(t *testing.T) {
 	changes := map[string]func() error{
 		"register": func() error { _, err := r.Register(Worker{ID: "new"}); return err },
 		"update": func() error {
-			_, err := r.Update("keep", func(w *Worker) error { w.State = StateBusy; return nil })
+			_, err := r.Update("keep", func(w *Worker) error { w.State = StateUnhealthy; return nil }) // written at once
 			return err
 		},
 		"remove": func() error { _, err := r.Remove("keep"); return err },
@@ -300,18 +300,51 @@ func TestLazyFlushWithoutClose(t *testing.T) {
 	}
 }
 
-func TestStateChangeIsNeverLazy(t *testing.T) {
-	dir := t.TempDir()
-	r := openDir(t, dir)
-	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
-	beat := time.Now()
-	if _, err := r.Update("w", func(w *Worker) error { w.LastHeartbeat = &beat; w.State = StateBusy; return nil }); err != nil {
-		t.Fatal(err)
+// TestWhatIsWrittenAtOnce: changes re-adoption relies on are on disk when
+// Update returns; changes a restart finds out again by probing (live-state
+// moves, ready_at, vram_bytes, heartbeats) wait for the lazy flush.
+func TestWhatIsWrittenAtOnce(t *testing.T) {
+	now := time.Now().UTC().Round(0)
+	cases := []struct {
+		name  string
+		from  State
+		fn    func(*Worker)
+		eager bool
+	}{
+		{"heartbeat", StateIdle, func(w *Worker) { w.LastHeartbeat = &now }, false},
+		{"ready", StateLoading, func(w *Worker) { w.State = StateIdle; w.ReadyAt = &now; w.VRAMBytes = 7 }, false},
+		{"busy", StateIdle, func(w *Worker) { w.State = StateBusy; w.LastHeartbeat = &now }, false},
+		{"idle again", StateBusy, func(w *Worker) { w.State = StateIdle }, false},
+		{"unhealthy", StateIdle, func(w *Worker) { w.State = StateUnhealthy }, true},
+		{"restarting", StateIdle, func(w *Worker) { w.State = StateRestarting; w.RestartCount = 1 }, true},
+		{"stopping", StateIdle, func(w *Worker) { w.State = StateStopping }, true},
+		{"failed", StateLoading, func(w *Worker) { w.State = StateFailed; w.LastError = "gave up" }, true},
+		{"new pid", StateLoading, func(w *Worker) { w.PID = 4242; w.Process.StartTime = 99 }, true},
+		{"ready at another url", StateLoading, func(w *Worker) { w.State = StateIdle; w.URL = "http://127.0.0.1:9999" }, true},
 	}
-	// Read the file as it is now, before any lazy flush or Close.
-	r2 := openDir(t, dir)
-	if got := mustGet(t, r2, "w"); got.State != StateBusy || got.LastHeartbeat == nil {
-		t.Fatalf("a state change was not written at once: %+v", got)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			r := openDir(t, dir)
+			mustRegister(t, r, Worker{ID: "w", State: c.from, PID: 1, URL: "http://127.0.0.1:8081"})
+			want, err := r.Update("w", func(w *Worker) error { c.fn(w); return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Read the file as it is now, before any lazy flush or Close.
+			r2 := openDir(t, dir)
+			got := mustGet(t, r2, "w")
+			written := reflect.DeepEqual(got, want)
+			if written != c.eager {
+				t.Fatalf("written at once = %v, want %v: file has %+v, memory %+v", written, c.eager, got, want)
+			}
+			if err := r.Close(); err != nil { // flushes what was lazy
+				t.Fatal(err)
+			}
+			if got := mustGet(t, openDir(t, dir), "w"); !reflect.DeepEqual(got, want) {
+				t.Fatalf("after Close the file has %+v, want %+v", got, want)
+			}
+		})
 	}
 }
 
@@ -326,14 +359,14 @@ func TestLazyChangeRidesNextWrite(t *testing.T) {
 	if _, err := r.Update("a", func(w *Worker) error { w.LastHeartbeat = &beat; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Update("b", func(w *Worker) error { w.State = StateBusy; return nil }); err != nil {
+	if _, err := r.Update("b", func(w *Worker) error { w.State = StateUnhealthy; return nil }); err != nil { // written at once
 		t.Fatal(err)
 	}
 	r2 := openDir(t, dir)
 	if got := mustGet(t, r2, "a").LastHeartbeat; got == nil || !got.Equal(beat) {
 		t.Fatalf("a's heartbeat missing from the next write: %v", got)
 	}
-	if mustGet(t, r2, "b").State != StateBusy {
+	if mustGet(t, r2, "b").State != StateUnhealthy {
 		t.Fatal("b's change missing")
 	}
 }

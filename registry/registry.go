@@ -178,10 +178,12 @@ type Options struct {
 // share one write (group commit): while one write is in flight the next
 // changes queue up, and the first of them to get its turn writes them all.
 //
-// One exception, for heartbeat rates: an Update that changes nothing but
-// LastHeartbeat is committed at once and reaches the disk lazily, at most
-// about a second later (or at Close). Nothing re-adoption needs is lost if
-// the hive dies in between.
+// One exception, for heartbeat rates and spawn latency: an Update that
+// changes only what a restart finds out again by probing (heartbeats,
+// vram_bytes, ready_at, moves between loading, idle and busy; see
+// onlyLiveness) is committed at once and reaches the disk lazily, at most
+// about a second later (or with the next write, or at Close). Nothing
+// re-adoption needs is lost if the hive dies in between.
 type Registry struct {
 	now func() time.Time
 	log *slog.Logger
@@ -534,7 +536,7 @@ func (r *Registry) stage(o *op, lookup func(string) (*Worker, bool), now time.Ti
 		if reflect.DeepEqual(&w, cur) {
 			return // nothing changed: nothing to commit or announce
 		}
-		o.eager = r.st != nil && !onlyHeartbeat(cur, &w)
+		o.eager = r.st != nil && !onlyLiveness(cur, &w)
 		o.next = &w
 		o.ev = &Event{Kind: EventUpdated, From: cur.State, Worker: w.Clone(), At: now}
 
@@ -550,12 +552,29 @@ func (r *Registry) stage(o *op, lookup func(string) (*Worker, bool), now time.Ti
 	}
 }
 
-// onlyHeartbeat reports whether next differs from cur in LastHeartbeat
-// alone: such a change may reach the disk lazily.
-func onlyHeartbeat(cur, next *Worker) bool {
+// onlyLiveness reports whether next differs from cur only in what a hive
+// restart finds out again by probing the worker: heartbeats, the reported
+// vram_bytes, ready_at, and moves between the live states loading, idle and
+// busy (re-adoption probes every worker and marks a healthy one ready,
+// whatever state the file says). Such a change reaches the disk lazily (at
+// the next write, the lazy flush or Close), so a spawn or a heartbeat does
+// not wait for an fsync. Everything re-adoption needs to find and trust the
+// process (pid, process identity, url, port) and every other state change
+// is written before Update returns.
+func onlyLiveness(cur, next *Worker) bool {
+	if cur.State != next.State && (!liveState(cur.State) || !liveState(next.State)) {
+		return false
+	}
 	a, b := *cur, *next
 	a.LastHeartbeat, b.LastHeartbeat = nil, nil
+	a.ReadyAt, b.ReadyAt = nil, nil
+	a.VRAMBytes, b.VRAMBytes = 0, 0
+	a.State, b.State = "", ""
 	return reflect.DeepEqual(a, b)
+}
+
+func liveState(s State) bool {
+	return s == StateLoading || s == StateIdle || s == StateBusy
 }
 
 // mergeRecords returns the committed records with the staged ones applied,
