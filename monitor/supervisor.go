@@ -378,9 +378,15 @@ func (s *supervisor) markReady(p *process, url string, vram *int64) (registry.Wo
 // decides.
 func (s *supervisor) superviseLive(p *process) string {
 	m := s.m
-	// The first probe comes at a random point of the interval, so workers
-	// started together are not probed together.
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(m.cfg.HealthInterval))) + 1)
+	// Probes fall on a grid of probeSlots slots per interval: the first at
+	// a random slot, so workers started together are spread over the
+	// interval, then one interval later each time, kept on the grid. Workers
+	// in the same slot are probed on the same wake-up: a hive probing 100
+	// workers every second wakes 4 times a second instead of 100, and each
+	// wake-up of an idle process costs more than the probe it does.
+	slot := probeSlot(m.cfg.HealthInterval)
+	first := time.Now().Truncate(slot).Add(slot * time.Duration(1+rand.Int64N(max(int64(m.cfg.HealthInterval/slot), 1))))
+	t := time.NewTimer(time.Until(first))
 	defer t.Stop()
 	for {
 		select {
@@ -394,9 +400,28 @@ func (s *supervisor) superviseLive(p *process) string {
 				s.killUnhealthy(p, why)
 				return why
 			}
-			t.Reset(m.cfg.HealthInterval)
+			t.Reset(untilNextProbe(m.cfg.HealthInterval, slot, time.Now()))
 		}
 	}
+}
+
+// probeSlots is how many probe slots one health interval holds.
+const probeSlots = 4
+
+// probeSlot is the grid probes are aligned to.
+func probeSlot(interval time.Duration) time.Duration {
+	return max(interval/probeSlots, time.Millisecond)
+}
+
+// untilNextProbe returns the wait from now to the next probe: one interval
+// after now, moved to a slot boundary (never less than half an interval, so
+// a slow probe does not make the next one come at once).
+func untilNextProbe(interval, slot time.Duration, now time.Time) time.Duration {
+	at := now.Add(interval).Truncate(slot)
+	if d := at.Sub(now); d > interval/2 {
+		return d
+	}
+	return at.Add(slot).Sub(now)
 }
 
 // probe runs one health probe and returns the consecutive failures after it.
