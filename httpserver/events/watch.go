@@ -164,6 +164,8 @@ type watcher struct {
 	s      *Stream
 	resume bool   // send lastID
 	lastID uint64 // last id delivered or named by the server
+	// maxEvent overrides maxEventBytes (tests); 0 means maxEventBytes.
+	maxEvent int
 }
 
 // connect opens one stream; the returned body is cancelled with its
@@ -260,12 +262,24 @@ func (w *watcher) finish(ctx context.Context) {
 	}
 }
 
+// maxEventBytes bounds one event on the wire: a reset snapshot of
+// thousands of workers fits many times over, and a peer that never ends a
+// line or an event costs a bounded read, then a reconnect, instead of
+// memory without end.
+const maxEventBytes = 32 << 20
+
+var errEventTooLarge = fmt.Errorf("events: watch: an event exceeds %d MiB", maxEventBytes>>20)
+
 // errGotEvents says a stream delivered something before it broke (the
 // backoff starts over).
 var errGotEvents = errors.New("stream ended after delivering")
 
 // read parses SSE from one response and delivers its events.
 func (w *watcher) read(ctx context.Context, st *stream) error {
+	limit := w.maxEvent
+	if limit <= 0 {
+		limit = maxEventBytes
+	}
 	br := bufio.NewReaderSize(st.body, 64<<10)
 	var id, typ string
 	var data bytes.Buffer
@@ -274,10 +288,16 @@ func (w *watcher) read(ctx context.Context, st *stream) error {
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
 			// A long data line: gather it whole (copy first: the next read
-			// reuses the buffer line points into).
+			// reuses the buffer line points into), up to maxEventBytes.
 			long := append([]byte(nil), line...)
-			rest, err2 := br.ReadBytes('\n')
-			line, err = append(long, rest...), err2
+			for err == bufio.ErrBufferFull {
+				if len(long) > limit {
+					return errEventTooLarge
+				}
+				line, err = br.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
 		}
 		if err != nil {
 			if got {
@@ -317,6 +337,9 @@ func (w *watcher) read(ctx context.Context, st *stream) error {
 		case "event":
 			typ = string(value)
 		case "data":
+			if data.Len()+len(value) > limit {
+				return errEventTooLarge
+			}
 			if data.Len() > 0 {
 				data.WriteByte('\n')
 			}
