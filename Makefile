@@ -28,16 +28,11 @@ race:
 layers:
 	$(GO) run ./tools/cmd/layercheck .
 
-# A short run of every fuzz target (found by name, so new ones are included);
-# the seed corpora already ran as tests above. Longer by hand: FUZZTIME=10m.
+# A short run of every fuzz target (tools/scripts/fuzz-short.sh finds them by
+# name); the seed corpora already ran as tests above. Longer: FUZZTIME=10m.
 FUZZTIME ?= 3s
 fuzz-short:
-	@set -e; for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
-		for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$d/*_test.go); do \
-			echo "== fuzz $$d $$f $(FUZZTIME)"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$d; \
-		done; \
-	done
+	GO=$(GO) tools/scripts/fuzz-short.sh $(FUZZTIME)
 
 run:
 	$(GO) run ./cmd/rbee-hive
