@@ -626,3 +626,38 @@ func TestReadoptKillsAWorkerFailingItsProbe(t *testing.T) {
 	}
 	waitUntil(t, "the hung worker to be killed", func() bool { return pidGone(w.PID) })
 }
+
+// TestProbeBodyVRAM: a probe body's vram_bytes reaches the record; a
+// negative one is ignored (the heartbeat route refuses it with 400).
+func TestProbeBodyVRAM(t *testing.T) {
+	for _, c := range []struct {
+		reported string
+		want     int64
+	}{{"7", 7}, {"-5", 0}} {
+		t.Run(c.reported, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{
+				env: []string{"RBEE_REF_VRAM_BYTES=" + c.reported, "RBEE_REF_READINESS=none"},
+				cfg: func(cfg *Config) { cfg.Readiness = ReadinessPoll; cfg.HealthInterval = 10 * time.Millisecond },
+			})
+			w := h.spawn("never")
+			h.waitReady(w.ID)
+			probes := 0
+			var last time.Time
+			waitUntil(t, "three health probes", func() bool {
+				hs, err := h.mon().Health(w.ID)
+				if err == nil && len(hs) == 1 && hs[0].LastProbeAt != nil && hs[0].LastProbeAt.After(last) {
+					last = *hs[0].LastProbeAt
+					probes++
+				}
+				return probes >= 3
+			})
+			got, err := h.reg.Get(w.ID)
+			if err != nil || got.VRAMBytes != c.want {
+				t.Fatalf("worker reported vram_bytes %s: record has %d (%v), want %d", c.reported, got.VRAMBytes, err, c.want)
+			}
+			if _, err := h.mon().Stop(context.Background(), w.ID, 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

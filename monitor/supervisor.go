@@ -462,6 +462,9 @@ func (s *supervisor) applyProbeBody(body []byte) {
 	if b.State != registry.StateIdle && b.State != registry.StateBusy {
 		b.State = ""
 	}
+	if b.VRAMBytes != nil && *b.VRAMBytes < 0 {
+		b.VRAMBytes = nil // advisory and nonsense: keep what the record has
+	}
 	w, err := s.m.reg.Get(s.id)
 	if err != nil {
 		return
