@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,7 +19,6 @@ import (
 	"github.com/rbee-hive/rbee-hive/provisioner"
 	"github.com/rbee-hive/rbee-hive/provisioner/hubtest"
 	"github.com/rbee-hive/rbee-hive/registry"
-	"github.com/rbee-hive/rbee-hive/resources"
 	"github.com/rbee-hive/rbee-hive/restart"
 )
 
@@ -58,39 +56,11 @@ func newFuzzStack(tb testing.TB) *fuzzStack {
 	srv := httptest.NewUnstartedServer(nil)
 	tb.Cleanup(srv.Close)
 	fs.harness = newHarness(tb, func(c *Config) {
-		res, err := resources.New(resources.Options{DisableCUDA: true, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { res.Close() })
-		c.Resources = res
-		base := 20000 + rand.IntN(40000)
-		mon, err := monitor.New(monitor.Config{
-			Command: []string{os.Args[0], "--worker-id", "{worker_id}", "--model", "{model_path}",
-				"--model-ref", "{model_ref}", "--backend", "{backend}", "--device", "{device}",
-				"--port", "{port}", "--callback-url", "{callback_url}"},
-			Env:       []string{"RBEE_REFWORKER_MAIN=1"},
-			Readiness: monitor.ReadinessCallback, PortMin: base, PortMax: base + 99,
-			ReadyTimeout: 20 * time.Second, Grace: 100 * time.Millisecond, TermTimeout: time.Second,
-			LogMaxBytes: 1 << 20, LogDir: tb.TempDir(), HealthInterval: time.Second, HealthTimeout: time.Second,
-			FailureThreshold: 3, DefaultPolicy: restart.Never,
-			Restart: restart.Config{Backoff: restart.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2},
-				MaxRestarts: 5, Window: time.Minute, StableAfter: time.Minute},
-			HiveURL: "http://" + srv.Listener.Addr().String(),
-			Logger:  slog.New(slog.DiscardHandler),
-		}, c.Registry, res, prov)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := mon.Start(context.Background()); err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			mon.StopAll(ctx)
-			mon.Close()
+		mon, res := startTestMonitor(tb, c.Registry, prov, "http://"+srv.Listener.Addr().String(), func(mc *monitor.Config) {
+			mc.Grace, mc.TermTimeout = 100*time.Millisecond, time.Second
+			mc.DefaultPolicy = restart.Never
 		})
+		c.Resources = res
 		fs.mon = mon
 		c.Monitor = mon
 		c.Provisioner = prov

@@ -97,49 +97,13 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	hiveURL := "http://" + srv.Listener.Addr().String()
 
 	st.harness = newHarness(t, func(c *Config) {
-		res, err := resources.New(resources.Options{DisableCUDA: true, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { res.Close() })
-		c.Resources = res
-		base := 20000 + rand.IntN(40000)
-		mon, err := monitor.New(monitor.Config{
-			Command: []string{os.Args[0], "--worker-id", "{worker_id}", "--model", "{model_path}",
-				"--model-ref", "{model_ref}", "--backend", "{backend}", "--device", "{device}",
-				"--port", "{port}", "--callback-url", "{callback_url}"},
-			Env:              append([]string{"RBEE_REFWORKER_MAIN=1"}, o.env...),
-			Readiness:        monitor.ReadinessCallback,
-			PortMin:          base,
-			PortMax:          base + 99,
-			ReadyTimeout:     20 * time.Second,
-			Grace:            2 * time.Second,
-			TermTimeout:      2 * time.Second,
-			LogMaxBytes:      1 << 20,
-			LogDir:           t.TempDir(),
-			HealthInterval:   time.Second,
-			HealthTimeout:    time.Second,
-			FailureThreshold: 3,
-			DefaultPolicy:    restart.OnFailure,
-			Restart: restart.Config{
-				Backoff:     restart.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2},
-				MaxRestarts: 100, Window: time.Minute, StableAfter: time.Minute,
-			},
-			HiveURL: hiveURL,
-			Logger:  slog.New(slog.DiscardHandler),
-		}, c.Registry, res, st.prov)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := mon.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			mon.StopAll(ctx)
-			mon.Close()
+		mon, res := startTestMonitor(t, c.Registry, st.prov, hiveURL, func(mc *monitor.Config) {
+			mc.Env = append(mc.Env, o.env...)
+			mc.Grace, mc.TermTimeout = 2*time.Second, 2*time.Second
+			mc.DefaultPolicy = restart.OnFailure
+			mc.Restart.MaxRestarts = 100
 		})
+		c.Resources = res
 		st.mon = mon
 		c.Monitor = mon
 		if o.lifecycle != nil {
@@ -495,4 +459,54 @@ func TestProvisionOverHTTP(t *testing.T) {
 	if _, err := st.admin.Health(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startTestMonitor starts a monitor over reg and prov whose workers are this
+// test binary re-executed as the reference worker (see TestMain), on a cpu
+// device; adjust tunes the config. Cleanup stops every worker.
+func startTestMonitor(tb testing.TB, reg *registry.Registry, prov *provisioner.Provisioner, hiveURL string,
+	adjust func(*monitor.Config)) (*monitor.Monitor, *resources.Manager) {
+	tb.Helper()
+	res, err := resources.New(resources.Options{DisableCUDA: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { res.Close() })
+	base := 20000 + rand.IntN(40000)
+	cfg := monitor.Config{
+		Command: []string{os.Args[0], "--worker-id", "{worker_id}", "--model", "{model_path}",
+			"--model-ref", "{model_ref}", "--backend", "{backend}", "--device", "{device}",
+			"--port", "{port}", "--callback-url", "{callback_url}"},
+		Env:              []string{"RBEE_REFWORKER_MAIN=1"},
+		Readiness:        monitor.ReadinessCallback,
+		PortMin:          base,
+		PortMax:          base + 99,
+		ReadyTimeout:     20 * time.Second,
+		LogMaxBytes:      1 << 20,
+		LogDir:           tb.TempDir(),
+		HealthInterval:   time.Second,
+		HealthTimeout:    time.Second,
+		FailureThreshold: 3,
+		Restart: restart.Config{
+			Backoff:     restart.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2},
+			MaxRestarts: 5, Window: time.Minute, StableAfter: time.Minute,
+		},
+		HiveURL: hiveURL,
+		Logger:  slog.New(slog.DiscardHandler),
+	}
+	adjust(&cfg)
+	mon, err := monitor.New(cfg, reg, res, prov)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := mon.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		mon.StopAll(ctx)
+		mon.Close()
+	})
+	return mon, res
 }
