@@ -234,17 +234,7 @@ func gaugeValue(t *testing.T, m *Metrics, name, device string) float64 {
 func TestProvisionerFigures(t *testing.T) {
 	f := newFixture(t)
 	used, _ := f.prov.Usage()
-	want := fmt.Sprintf(`
-# HELP rbee_hive_cache_bytes Bytes held by the model cache.
-# TYPE rbee_hive_cache_bytes gauge
-rbee_hive_cache_bytes %d
-# HELP rbee_hive_provision_bytes_total Bytes downloaded from the model hub.
-# TYPE rbee_hive_provision_bytes_total counter
-rbee_hive_provision_bytes_total %d
-# HELP rbee_hive_provisions_active Provisions in flight.
-# TYPE rbee_hive_provisions_active gauge
-rbee_hive_provisions_active %d
-`, used, f.prov.Stats().BytesDownloaded, len(f.prov.Active()))
+	want := provisionerExposition(used, f.prov.Stats().BytesDownloaded, len(f.prov.Active()))
 	if err := testutil.GatherAndCompare(f.m.Registry(), strings.NewReader(want),
 		"rbee_hive_cache_bytes", "rbee_hive_provision_bytes_total", "rbee_hive_provisions_active"); err != nil {
 		t.Error(err)
@@ -371,17 +361,7 @@ func TestProvisionerFiguresAfterADownload(t *testing.T) {
 	if used < size {
 		t.Fatalf("cache holds %d bytes after a %d-byte model", used, size)
 	}
-	want := fmt.Sprintf(`
-# HELP rbee_hive_cache_bytes Bytes held by the model cache.
-# TYPE rbee_hive_cache_bytes gauge
-rbee_hive_cache_bytes %d
-# HELP rbee_hive_provision_bytes_total Bytes downloaded from the model hub.
-# TYPE rbee_hive_provision_bytes_total counter
-rbee_hive_provision_bytes_total %d
-# HELP rbee_hive_provisions_active Provisions in flight.
-# TYPE rbee_hive_provisions_active gauge
-rbee_hive_provisions_active 0
-`, used, size)
+	want := provisionerExposition(used, size, 0)
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want),
 		"rbee_hive_cache_bytes", "rbee_hive_provision_bytes_total", "rbee_hive_provisions_active"); err != nil {
 		t.Error(err)
@@ -429,4 +409,19 @@ func TestProvisionsActive(t *testing.T) {
 	if got := active(); got != 0 {
 		t.Errorf("provisions_active = %v after Close, want 0", got)
 	}
+}
+
+// provisionerExposition is the expected text of the provisioner figures.
+func provisionerExposition(cacheBytes, downloaded int64, active int) string {
+	return fmt.Sprintf(`
+# HELP rbee_hive_cache_bytes Bytes held by the model cache.
+# TYPE rbee_hive_cache_bytes gauge
+rbee_hive_cache_bytes %d
+# HELP rbee_hive_provision_bytes_total Bytes downloaded from the model hub.
+# TYPE rbee_hive_provision_bytes_total counter
+rbee_hive_provision_bytes_total %d
+# HELP rbee_hive_provisions_active Provisions in flight.
+# TYPE rbee_hive_provisions_active gauge
+rbee_hive_provisions_active %d
+`, cacheBytes, downloaded, active)
 }

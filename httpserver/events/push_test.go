@@ -238,22 +238,30 @@ func TestPushDisabledWithoutURL(t *testing.T) {
 	}
 }
 
-// TestPushFlushesWhenTheHubStops: queen is down while the hive drains; the
-// hub stops while the pusher is still retrying. Once queen answers again, within FlushTimeout, it gets the
-// reset, the worker and the shutdown notice, in order: nothing the hub
-// emitted last is lost at shutdown.
-func TestPushFlushesWhenTheHubStops(t *testing.T) {
-	e := newEnv(t, Config{})
-	q := newQueen(t, 0)
+// runPusherAgainstDownQueen starts a pusher of e's hub whose queen answers
+// every POST with 503 until q.down is cleared; done reports Run's return.
+func runPusherAgainstDownQueen(t *testing.T, e *env, flush time.Duration) (q *queen, done <-chan error) {
+	t.Helper()
+	q = newQueen(t, 0)
 	q.mu.Lock()
 	q.down = true
 	q.mu.Unlock()
 	hc := &http.Client{Transport: &http.Transport{}}
-	defer hc.CloseIdleConnections()
+	t.Cleanup(hc.CloseIdleConnections)
 	p := NewPusher(PushConfig{URL: q.srv.URL, Logger: quiet(), HTTPClient: hc, BatchDelay: time.Millisecond,
-		RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond, FlushTimeout: 30 * time.Second}, e.hub)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(context.Background()) }()
+		RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond, FlushTimeout: flush}, e.hub)
+	ch := make(chan error, 1)
+	go func() { ch <- p.Run(context.Background()) }()
+	return q, ch
+}
+
+// TestPushFlushesWhenTheHubStops: queen is down while the hive drains; the
+// hub stops while the pusher is still retrying. Once queen answers again,
+// within FlushTimeout, it gets the reset, the worker and the shutdown
+// notice, in order: nothing the hub emitted last is lost at shutdown.
+func TestPushFlushesWhenTheHubStops(t *testing.T) {
+	e := newEnv(t, Config{})
+	q, done := runPusherAgainstDownQueen(t, e, 30*time.Second)
 
 	// The pusher has subscribed: it is retrying its first reset.
 	deadline := time.Now().Add(waitFor)
@@ -298,16 +306,7 @@ func TestPushFlushesWhenTheHubStops(t *testing.T) {
 // after FlushTimeout instead of holding the hive's exit.
 func TestPushFlushIsBounded(t *testing.T) {
 	e := newEnv(t, Config{})
-	q := newQueen(t, 0)
-	q.mu.Lock()
-	q.down = true
-	q.mu.Unlock()
-	hc := &http.Client{Transport: &http.Transport{}}
-	defer hc.CloseIdleConnections()
-	p := NewPusher(PushConfig{URL: q.srv.URL, Logger: quiet(), HTTPClient: hc,
-		RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond, FlushTimeout: 50 * time.Millisecond}, e.hub)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(context.Background()) }()
+	q, done := runPusherAgainstDownQueen(t, e, 50*time.Millisecond)
 	register(t, e.reg, wid(1))
 	e.stopHub()
 	select {
