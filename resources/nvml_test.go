@@ -195,18 +195,21 @@ func TestExhaustionErrorCarriesNumbers(t *testing.T) {
 	if !errors.As(err, &ime) || !errors.Is(err, ErrInsufficientMemory) {
 		t.Fatalf("Reserve = %v, want *InsufficientMemoryError", err)
 	}
-	want := InsufficientMemoryError{Backend: CUDA, Device: -1, RequiredBytes: 10 * gib, AvailableBytes: 7 * gib}
+	want := InsufficientMemoryError{Backend: CUDA, Device: 3, AnyDevice: true, RequiredBytes: 10 * gib, AvailableBytes: 7 * gib}
 	if *ime != want {
 		t.Fatalf("error = %+v, want %+v", *ime, want)
 	}
+	if msg := err.Error(); !strings.Contains(msg, "every cuda device") || !strings.Contains(msg, "(device 3)") {
+		t.Fatalf("message %q does not say no device fits and which came closest", msg)
+	}
 	_, err = m.Reserve(CUDA, 3, 10*gib, "big")
-	if !errors.As(err, &ime) || ime.Device != 3 || ime.AvailableBytes != 7*gib {
+	if !errors.As(err, &ime) || ime.Device != 3 || ime.AnyDevice || ime.AvailableBytes != 7*gib {
 		t.Fatalf("Reserve on device 3 = %v", err)
 	}
 	if !strings.Contains(err.Error(), "device 3") || !strings.Contains(err.Error(), fmt.Sprint(10*gib)) {
 		t.Fatalf("message %q lacks device or bytes", err)
 	}
-	if _, err := m.SelectDevice(CUDA, 10*gib); !errors.As(err, &ime) || ime.Device != -1 {
+	if _, err := m.SelectDevice(CUDA, 10*gib); !errors.As(err, &ime) || ime.Device != 3 || !ime.AnyDevice {
 		t.Fatalf("SelectDevice = %v", err)
 	}
 	if r, err := m.Reserve(CUDA, -1, 7*gib, "fits"); err != nil || r.Device() != 3 {

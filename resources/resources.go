@@ -57,13 +57,21 @@ func (e *UnavailableError) Is(target error) bool { return target == ErrBackendUn
 // InsufficientMemoryError is returned when no reservation fits. Device is -1
 // when no device of the backend fits. It matches ErrInsufficientMemory.
 type InsufficientMemoryError struct {
-	Backend        string
+	Backend string
+	// Device is the device asked for or, when the caller let the ledger
+	// choose (AnyDevice), the one that came closest: the operator learns
+	// where the most room is, not a placeholder.
 	Device         int
+	AnyDevice      bool
 	RequiredBytes  uint64
-	AvailableBytes uint64 // the largest available on any candidate device
+	AvailableBytes uint64 // available on Device
 }
 
 func (e *InsufficientMemoryError) Error() string {
+	if e.AnyDevice {
+		return fmt.Sprintf("insufficient memory on every %s device: required %d bytes, the most available is %d bytes (device %d)",
+			e.Backend, e.RequiredBytes, e.AvailableBytes, e.Device)
+	}
 	return fmt.Sprintf("insufficient memory on %s device %d: required %d bytes, available %d bytes",
 		e.Backend, e.Device, e.RequiredBytes, e.AvailableBytes)
 }
@@ -352,9 +360,10 @@ func (m *Manager) selectLocked(backend string, index int, required uint64) (int,
 		candidates = m.indicesLocked(backend)
 		sort.Ints(candidates)
 	}
-	best, bestAvail, largest := -1, uint64(0), uint64(0)
+	// best is the device with the most available memory; it is chosen
+	// when that fits, and named in the error when nothing does.
+	best, bestAvail := -1, uint64(0)
 	var readErr error
-	read := 0
 	for _, i := range candidates {
 		avail, err := m.availableLocked(backend, i)
 		if err != nil {
@@ -362,20 +371,21 @@ func (m *Manager) selectLocked(backend string, index int, required uint64) (int,
 			m.log.Warn("read device memory", "backend", backend, "device", i, "err", err)
 			continue
 		}
-		read++
-		largest = max(largest, avail)
-		if avail >= required && (best < 0 || avail > bestAvail) {
+		if best < 0 || avail > bestAvail {
 			best, bestAvail = i, avail
 		}
 	}
-	if best >= 0 {
-		return best, nil
-	}
-	if read == 0 && readErr != nil {
+	if best < 0 {
+		if readErr == nil { // no candidates: backendLocked makes this unreachable
+			readErr = fmt.Errorf("%w: no %s device", ErrUnknownDevice, backend)
+		}
 		return -1, readErr
 	}
-	return -1, &InsufficientMemoryError{Backend: backend, Device: index,
-		RequiredBytes: required, AvailableBytes: largest}
+	if bestAvail >= required {
+		return best, nil
+	}
+	return -1, &InsufficientMemoryError{Backend: backend, Device: best, AnyDevice: index < 0,
+		RequiredBytes: required, AvailableBytes: bestAvail}
 }
 
 func (m *Manager) availableLocked(backend string, index int) (uint64, error) {
