@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +74,75 @@ func TestListAnswerIsTheJSONOfTheRecords(t *testing.T) {
 	}
 	if a, want := h.do("GET", "/v1/workers/list", ""), encode(registry.Filter{}, false); !bytes.Equal(a.body, want) {
 		t.Errorf("after a removal:\n got %s\nwant %s", a.body, want)
+	}
+}
+
+// A poller that sends back the list's ETag gets 304 and no body until a
+// record changes; the tag names the server, so another hive's (or this
+// one's before a restart) never matches.
+func TestListConditionalGet(t *testing.T) {
+	h := newHarness(t, nil)
+	id := "worker-00000000-0000-4000-8000-000000000001"
+	if _, err := h.reg.Register(registry.Worker{ID: id, ModelRef: "hf:a/b", Backend: "cpu"}); err != nil {
+		t.Fatal(err)
+	}
+	get := func(inm string) answer {
+		t.Helper()
+		req, err := http.NewRequest("GET", h.srv.URL+"/v1/workers/list", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		resp, err := h.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return answer{status: resp.StatusCode, header: resp.Header, body: b}
+	}
+	first := get("")
+	tag := first.header.Get("ETag")
+	if first.status != 200 || !strings.HasPrefix(tag, `"`) || first.header.Get("Content-Length") != fmt.Sprint(len(first.body)) {
+		t.Fatalf("first answer: %d, ETag %q, Content-Length %q for %d bytes", first.status, tag, first.header.Get("Content-Length"), len(first.body))
+	}
+	for _, inm := range []string{tag, "W/" + tag, `"other", ` + tag, "*"} {
+		a := get(inm)
+		if a.status != http.StatusNotModified || len(a.body) != 0 || a.header.Get("ETag") != tag {
+			t.Errorf("If-None-Match %s: %d, %d bytes, ETag %q", inm, a.status, len(a.body), a.header.Get("ETag"))
+		}
+	}
+	if a := get(`"other"`); a.status != 200 || !bytes.Equal(a.body, first.body) {
+		t.Errorf("non-matching tag: %d %s", a.status, a.body)
+	}
+
+	if _, err := h.reg.Update(id, func(w *registry.Worker) error { w.LastError = "changed"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	changed := get(tag)
+	if changed.status != 200 || !bytes.Contains(changed.body, []byte(`"last_error":"changed"`)) {
+		t.Fatalf("after a change: %d %s", changed.status, changed.body)
+	}
+	if nt := changed.header.Get("ETag"); nt == "" || nt == tag {
+		t.Fatalf("after a change the ETag is %q (was %q)", nt, tag)
+	}
+
+	// A second server on the same registry (a restarted hive without a
+	// state dir starts its seq again) has its own tags.
+	other, err := New(h.server.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := h.server.listETag(7), other.listETag(7); a == b {
+		t.Fatalf("two servers share the tag %s", a)
+	}
+	if a := h.do("GET", "/v1/workers/list", "", "-"); a.status != http.StatusUnauthorized {
+		t.Fatalf("without a token: %d", a.status)
 	}
 }

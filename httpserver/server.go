@@ -1,6 +1,7 @@
 package httpserver
 
 import (
+	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
@@ -49,6 +50,7 @@ type Server struct {
 	log     *slog.Logger
 	echo    *echo.Echo
 	handler http.Handler
+	epoch   string // random per Server: part of the list ETag
 }
 
 // The worker callbacks: they accept the per-worker token too, and stay
@@ -57,6 +59,11 @@ type Server struct {
 var workerCallbacks = []httpmiddleware.Route{
 	{Method: http.MethodPost, Path: "/v1/workers/ready"},
 	{Method: http.MethodPost, Path: "/v1/heartbeat"},
+}
+
+// newEpoch returns a random tag, different for every Server.
+func newEpoch() string {
+	return rand.Text()[:10]
 }
 
 // New builds the server. Registry and Resources are required.
@@ -73,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StartedAt.IsZero() {
 		cfg.StartedAt = time.Now()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, epoch: newEpoch()}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

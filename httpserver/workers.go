@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,6 +92,18 @@ func (s *Server) listWorkers(c echo.Context) error {
 		}
 	}
 	f := registry.Filter{State: state, ModelRef: ref}
+
+	// A poller that sends back the ETag of its last answer gets 304 while
+	// no record has changed: the registry's sequence number moves with
+	// every change a list can show. (A fleet's list is hundreds of KiB;
+	// on loopback its cost is the kernel copying those bytes.)
+	hdr := c.Response().Header()
+	seq := s.cfg.Registry.Seq()
+	if etagMatches(c.Request().Header.Get("If-None-Match"), s.listETag(seq)) {
+		hdr.Set("ETag", s.listETag(seq))
+		hdr.Set("Cache-Control", "no-cache")
+		return c.NoContent(http.StatusNotModified)
+	}
 	if _, pretty := c.QueryParams()["pretty"]; pretty {
 		return c.JSON(http.StatusOK, client.WorkerList{Workers: s.cfg.Registry.List(f)})
 	}
@@ -103,7 +116,34 @@ func (s *Server) listWorkers(c echo.Context) error {
 	b = s.cfg.Registry.AppendJSON(b, f)
 	b = append(b, "}\n"...)
 	*bp = b
+	// The sequence number unchanged across the encoding means the body is
+	// that of seq; otherwise the answer goes without a validator.
+	if s.cfg.Registry.Seq() == seq {
+		hdr.Set("ETag", s.listETag(seq))
+		hdr.Set("Cache-Control", "no-cache")
+	}
+	// A known length spares net/http the chunked encoding of a large body.
+	hdr.Set(echo.HeaderContentLength, strconv.Itoa(len(b)))
 	return c.JSONBlob(http.StatusOK, b)
+}
+
+// listETag is the strong validator of the list answers at registry seq.
+// The server's epoch keeps a hive without a state dir, whose seq starts
+// again at zero, from repeating an earlier hive's tag.
+func (s *Server) listETag(seq uint64) string {
+	return `"` + s.epoch + "." + strconv.FormatUint(seq, 10) + `"`
+}
+
+// etagMatches implements If-None-Match's weak comparison (RFC 9110 13.1.2)
+// of a header value, a comma-separated list of tags or "*", with etag.
+func etagMatches(header, etag string) bool {
+	for t := range strings.SplitSeq(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
 }
 
 // listBufs holds the buffers of list answers (hundreds of KiB for a fleet).
