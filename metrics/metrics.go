@@ -69,7 +69,7 @@ func New(reg *registry.Registry, res *resources.Manager, prov *provisioner.Provi
 		m.requests, m.duration, m.restarts, m.healthFailures, m.ready, m.eventsDropped,
 		newStateCollector(reg, res, prov),
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newProcessCollector("/proc"),
 	)
 	return m
 }
