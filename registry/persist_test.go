@@ -317,6 +317,16 @@ func TestWhatIsWrittenAtOnce(t *testing.T) {
 		{"idle again", StateBusy, func(w *Worker) { w.State = StateIdle }, false},
 		{"unhealthy", StateIdle, func(w *Worker) { w.State = StateUnhealthy }, true},
 		{"restarting", StateIdle, func(w *Worker) { w.State = StateRestarting; w.RestartCount = 1 }, true},
+		// The process ended: the file keeps naming it until the lazy flush,
+		// and re-adoption finds it gone.
+		{"process ended", StateIdle, func(w *Worker) {
+			w.State, w.PID, w.RestartCount, w.LastError = StateRestarting, 0, 1, "worker exited with code 1"
+			w.LastExit = &Exit{Reason: "error", At: now}
+		}, false},
+		{"unhealthy process ended", StateUnhealthy, func(w *Worker) { w.State, w.PID, w.RestartCount = StateRestarting, 0, 1 }, false},
+		{"start failed again", StateRestarting, func(w *Worker) { w.PID, w.RestartCount, w.LastError = 0, 2, "worker failed to start" }, false},
+		{"process ended, port moved", StateIdle, func(w *Worker) { w.State, w.PID, w.Port = StateRestarting, 0, 8082 }, true},
+		{"stopping process ended", StateStopping, func(w *Worker) { w.PID = 0 }, true},
 		{"stopping", StateIdle, func(w *Worker) { w.State = StateStopping }, true},
 		{"failed", StateLoading, func(w *Worker) { w.State = StateFailed; w.LastError = "gave up" }, true},
 		{"new pid", StateLoading, func(w *Worker) { w.PID = 4242; w.Process.StartTime = 99 }, true},

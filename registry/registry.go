@@ -178,12 +178,13 @@ type Options struct {
 // share one write (group commit): while one write is in flight the next
 // changes queue up, and the first of them to get its turn writes them all.
 //
-// One exception, for heartbeat rates and spawn latency: an Update that
-// changes only what a restart finds out again by probing (heartbeats,
-// vram_bytes, ready_at, moves between loading, idle and busy; see
-// onlyLiveness) is committed at once and reaches the disk lazily, at most
-// about a second later (or with the next write, or at Close). Nothing
-// re-adoption needs is lost if the hive dies in between.
+// One exception, for heartbeat rates, spawn and relaunch latency: an Update
+// that changes only what a restart finds out again (heartbeats, vram_bytes,
+// ready_at, moves between loading, idle and busy, see onlyLiveness; and the
+// move to restarting of a worker whose process ended, see processEnded) is
+// committed at once and reaches the disk lazily, at most about a second
+// later (or with the next write, or at Close). Nothing re-adoption needs is
+// lost if the hive dies in between.
 type Registry struct {
 	now func() time.Time
 	log *slog.Logger
@@ -536,7 +537,7 @@ func (r *Registry) stage(o *op, lookup func(string) (*Worker, bool), now time.Ti
 		if reflect.DeepEqual(&w, cur) {
 			return // nothing changed: nothing to commit or announce
 		}
-		o.eager = r.st != nil && !onlyLiveness(cur, &w)
+		o.eager = r.st != nil && !onlyLiveness(cur, &w) && !processEnded(cur, &w)
 		o.next = &w
 		o.ev = &Event{Kind: EventUpdated, From: cur.State, Worker: w.Clone(), At: now}
 
@@ -560,7 +561,7 @@ func (r *Registry) stage(o *op, lookup func(string) (*Worker, bool), now time.Ti
 // the next write, the lazy flush or Close), so a spawn or a heartbeat does
 // not wait for an fsync. Everything re-adoption needs to find and trust the
 // process (pid, process identity, url, port) and every other state change
-// is written before Update returns.
+// but processEnded's is written before Update returns.
 func onlyLiveness(cur, next *Worker) bool {
 	if cur.State != next.State && (!liveState(cur.State) || !liveState(next.State)) {
 		return false
@@ -570,6 +571,38 @@ func onlyLiveness(cur, next *Worker) bool {
 	a.ReadyAt, b.ReadyAt = nil, nil
 	a.VRAMBytes, b.VRAMBytes = 0, 0
 	a.State, b.State = "", ""
+	return reflect.DeepEqual(a, b)
+}
+
+// processEnded reports whether next only records that cur's process ended
+// and the worker waits to be started again: the move to restarting with the
+// pid cleared, last_exit, last_error and restart_count set, nothing else
+// re-adoption reads (process identity, url, port, model path) changed. It is
+// written lazily, so a crashed worker is relaunched without waiting for an
+// fsync. If the hive dies first, the file still names the ended process:
+// re-adoption finds that pid gone, or taken by a process with another start
+// time (which it leaves alone), and hands the worker to its restart policy,
+// as it does a record that says restarting. Only this exit's code and the
+// count of one restart can be missing from the file then. The record of the
+// next process (its pid) is written at once, as before.
+func processEnded(cur, next *Worker) bool {
+	if next.State != StateRestarting || next.PID != 0 {
+		return false
+	}
+	switch cur.State {
+	case StateLoading, StateIdle, StateBusy, StateUnhealthy, StateRestarting:
+	default:
+		return false
+	}
+	a, b := *cur, *next
+	a.LastHeartbeat, b.LastHeartbeat = nil, nil
+	a.ReadyAt, b.ReadyAt = nil, nil
+	a.VRAMBytes, b.VRAMBytes = 0, 0
+	a.State, b.State = "", ""
+	a.PID = 0
+	a.LastExit, b.LastExit = nil, nil
+	a.LastError, b.LastError = "", ""
+	a.RestartCount, b.RestartCount = 0, 0
 	return reflect.DeepEqual(a, b)
 }
 
