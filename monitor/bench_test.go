@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,30 +115,42 @@ func BenchmarkCrashRelaunch(b *testing.B) {
 		}
 		reportGaps(b, path, 0)
 	})
-	b.Run("monitor", func(b *testing.B) {
-		const backoff = 5 * time.Millisecond
-		h := newHarness(b, harnessOpts{
-			env: []string{"RBEE_REF_CRASH_AT_START=1"},
-			cfg: func(c *Config) {
-				c.Restart = restart.Config{Backoff: restart.Backoff{Initial: backoff, Max: backoff, Multiplier: 1},
-					MaxRestarts: 1 << 30, Window: time.Hour, StableAfter: time.Hour}
-			},
-		})
-		b.ResetTimer()
-		w := h.spawn("always")
-		want := b.N + 1
-		for {
-			if countStarts(h.mon().logPathFor(w.ID)) >= want {
-				break
-			}
-			time.Sleep(time.Millisecond)
+	for _, persistent := range []bool{false, true} {
+		name := "monitor"
+		if persistent {
+			name = "monitor-persistent" // the registry written to disk, as the daemon with a state_dir does
 		}
-		b.StopTimer()
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		h.mon().Stop(ctx, w.ID, 0)
-		reportGaps(b, h.mon().logPathFor(w.ID), backoff)
-	})
+		b.Run(name, func(b *testing.B) { benchMonitorCrash(b, persistent) })
+	}
+}
+
+func benchMonitorCrash(b *testing.B, persistent bool) {
+	const backoff = 5 * time.Millisecond
+	o := harnessOpts{
+		env: []string{"RBEE_REF_CRASH_AT_START=1"},
+		cfg: func(c *Config) {
+			c.Restart = restart.Config{Backoff: restart.Backoff{Initial: backoff, Max: backoff, Multiplier: 1},
+				MaxRestarts: 1 << 30, Window: time.Hour, StableAfter: time.Hour}
+		},
+	}
+	if persistent {
+		o.stateDir = b.TempDir()
+	}
+	h := newHarness(b, o)
+	b.ResetTimer()
+	w := h.spawn("always")
+	want := b.N + 1
+	for {
+		if countStarts(h.mon().logPathFor(w.ID)) >= want {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	h.mon().Stop(ctx, w.ID, 0)
+	reportGaps(b, h.mon().logPathFor(w.ID), backoff)
 }
 
 func countStarts(path string) int {
@@ -145,8 +158,8 @@ func countStarts(path string) int {
 	return bytes.Count(b, []byte("rbee-ref start "))
 }
 
-// reportGaps reports the mean exit → next start gap found in the log, minus
-// the backoff.
+// reportGaps reports the exit → next start gaps found in the log, minus
+// the backoff: their mean, median and 99th percentile.
 func reportGaps(b *testing.B, path string, backoff time.Duration) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -154,8 +167,8 @@ func reportGaps(b *testing.B, path string, backoff time.Duration) {
 	}
 	defer f.Close()
 	var lastExit int64
+	var gaps []time.Duration
 	var sum time.Duration
-	n := 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -168,16 +181,20 @@ func reportGaps(b *testing.B, path string, backoff time.Duration) {
 			lastExit = ts
 		case "start":
 			if lastExit != 0 {
-				sum += time.Duration(ts - lastExit)
-				n++
+				g := time.Duration(ts-lastExit) - backoff
+				gaps = append(gaps, g)
+				sum += g
 				lastExit = 0
 			}
 		}
 	}
-	if n == 0 {
+	if len(gaps) == 0 {
 		return
 	}
-	b.ReportMetric(float64(sum/time.Duration(n)-backoff)/1e6, "relaunch-ms")
+	slices.Sort(gaps)
+	b.ReportMetric(float64(sum/time.Duration(len(gaps)))/1e6, "relaunch-ms")
+	b.ReportMetric(float64(gaps[len(gaps)/2])/1e6, "p50-ms")
+	b.ReportMetric(float64(gaps[(len(gaps)*99)/100])/1e6, "p99-ms")
 }
 
 // BenchmarkProbe1000 measures the CPU (user + system, of the whole test

@@ -50,6 +50,7 @@ type Monitor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the monitor owns
 	forkq  chan func()    // run on the forker thread (see forker)
+	touchq chan struct{}  // wakes the toucher (buffer 1)
 
 	logDir    string
 	ownLogDir bool
@@ -58,6 +59,7 @@ type Monitor struct {
 	sups     map[string]*supervisor
 	ports    map[int]string
 	nextPort int
+	toTouch  map[string]struct{} // models started on since the toucher last ran
 	closed   bool
 	detached bool
 	started  bool
@@ -106,6 +108,7 @@ func newMonitor(cfg Config, reg *registry.Registry, res *resources.Manager, prov
 		ports:    make(map[int]string),
 		nextPort: cfg.PortMin,
 		forkq:    make(chan func()),
+		touchq:   make(chan struct{}, 1),
 	}
 	if m.obs == nil {
 		m.obs = nopObserver{}
@@ -132,8 +135,9 @@ func newMonitor(cfg Config, reg *registry.Registry, res *resources.Manager, prov
 		m.log.Warn("worker readiness is callback but no hive URL is set: workers cannot report ready")
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.forker()
+	go m.toucher()
 	return m, nil
 }
 
@@ -228,6 +232,48 @@ func (m *Monitor) onForker(f func()) error {
 		return nil
 	case <-m.ctx.Done():
 		return ErrClosed
+	}
+}
+
+// touchLater has the model's last use recorded (provisioner Touch) soon,
+// off the spawn's path: Touch rewrites and fsyncs the cache's metadata,
+// which took as long as a fast worker's start and held its ready callback
+// up. Spawns of one model in a burst share one write.
+func (m *Monitor) touchLater(modelRef string) {
+	m.mu.Lock()
+	if m.toTouch == nil {
+		m.toTouch = make(map[string]struct{})
+	}
+	m.toTouch[modelRef] = struct{}{}
+	m.mu.Unlock()
+	select {
+	case m.touchq <- struct{}{}:
+	default: // a wake-up is pending: it takes this model too
+	}
+}
+
+// toucher records the last use of the models touchLater named; at Close it
+// writes what is still pending, then ends.
+func (m *Monitor) toucher() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.touchq:
+			m.touchPending()
+		case <-m.ctx.Done():
+			m.touchPending()
+			return
+		}
+	}
+}
+
+func (m *Monitor) touchPending() {
+	m.mu.Lock()
+	refs := m.toTouch
+	m.toTouch = nil
+	m.mu.Unlock()
+	for ref := range refs {
+		m.prov.Touch(ref)
 	}
 }
 

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -455,6 +458,93 @@ func TestReadoptAfterMonitorDropped(t *testing.T) {
 	}
 }
 
+// TestReadoptAfterHiveDiedInBackoff: the hive dies (nothing flushed, as
+// with kill -9) while a crashed worker waits out its backoff. The move to
+// restarting is written lazily, so the file may still name the ended
+// process; either way the next hive relaunches the worker.
+func TestReadoptAfterHiveDiedInBackoff(t *testing.T) {
+	state := t.TempDir()
+	h := newHarness(t, harnessOpts{stateDir: state, cfg: func(c *Config) {
+		c.Restart.Backoff = restart.Backoff{Initial: time.Hour, Max: time.Hour, Multiplier: 1}
+	}})
+	w := h.spawn("on-failure")
+	h.waitReady(w.ID)
+	killGroup(w.PID)
+	h.waitFor(w.ID, "restarting", func(w registry.Worker) bool { return w.State == registry.StateRestarting })
+	// What the disk holds at this moment is what a new hive would read.
+	snap, err := os.ReadFile(filepath.Join(state, "workers.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := h.mon()
+	old.Close() // nothing runs: the worker is waiting out its backoff
+	h.reg.Close()
+
+	h.stateDir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(h.stateDir, "workers.json"), snap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.Restart.Backoff = restart.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1}
+	h.openRegistry()
+	h.newMonitor()
+	again := h.waitFor(w.ID, "relaunched", func(x registry.Worker) bool {
+		return x.State == registry.StateIdle && x.PID != 0 && x.PID != w.PID
+	})
+	if again.RestartCount < 1 || again.LastExit == nil {
+		t.Fatalf("relaunched record: %+v", again)
+	}
+}
+
+// TestReadoptLeavesAReusedPIDAlone: a record whose pid now belongs to
+// another process (its start time differs) is neither adopted nor killed;
+// the worker is relaunched. A lazily written restarting leaves such records.
+func TestReadoptLeavesAReusedPIDAlone(t *testing.T) {
+	state := t.TempDir()
+	h := newHarness(t, harnessOpts{stateDir: state})
+	w := h.spawn("on-failure")
+	h.waitReady(w.ID)
+	h.mon().Detach()
+	h.mon().Close()
+	h.reg.Close()
+	killGroup(w.PID)
+	waitUntil(t, "worker dead", func() bool { return pidGone(w.PID) })
+	reapOurChild(w.PID)
+
+	// A stranger holds the recorded pid (as far as re-adoption can tell):
+	// point the record at it, with the worker's start time, which differs.
+	stranger := exec.Command("sleep", "60")
+	stranger.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stranger.Process.Kill(); _ = stranger.Wait() }()
+	reg, err := registry.Open(registry.Options{StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Update(w.ID, func(x *registry.Worker) error {
+		x.PID, x.Process.PGID = stranger.Process.Pid, stranger.Process.Pid
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h.openRegistry()
+	h.newMonitor()
+	again := h.waitFor(w.ID, "relaunched", func(x registry.Worker) bool {
+		return x.State == registry.StateIdle && x.PID != 0 && x.PID != stranger.Process.Pid
+	})
+	if pidGone(stranger.Process.Pid) {
+		t.Fatal("re-adoption killed a process that is not the worker's")
+	}
+	if again.RestartCount != 1 {
+		t.Fatalf("relaunched record: %+v", again)
+	}
+}
+
 func killGroup(pgid int) {
 	if pgid <= 1 {
 		panic("killGroup: bad process group " + strconv.Itoa(pgid))
@@ -495,6 +585,27 @@ func TestSpawnProvisionsALocalModelFirst(t *testing.T) {
 	ready := h.waitReady(w.ID)
 	if ready.PID <= 0 || ready.ModelPath == "" {
 		t.Fatalf("ready record: %+v", ready)
+	}
+}
+
+// TestSpawnRecordsTheModelsLastUse: a spawn moves the model's last use
+// forward (written off the spawn's path; Close writes what is pending).
+func TestSpawnRecordsTheModelsLastUse(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	before, ok := h.prov.Cached(h.modelRef)
+	if !ok {
+		t.Fatal("model not cached")
+	}
+	time.Sleep(2 * time.Millisecond) // a clock step to tell the times apart, not a timing assertion
+	w := h.spawn("")
+	h.waitReady(w.ID)
+	if _, err := h.mon().Stop(context.Background(), w.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.mon().Close()
+	after, _ := h.prov.Cached(h.modelRef)
+	if !after.LastUsedAt.After(before.LastUsedAt) {
+		t.Fatalf("last_used_at %v after the spawn, was %v", after.LastUsedAt, before.LastUsedAt)
 	}
 }
 

@@ -136,6 +136,7 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 	}
 
 	var p *process
+	unlock := func() {}
 	w := registry.Worker{
 		ID: id, ModelRef: canonical, ModelPath: s.modelPath, Backend: req.Backend,
 		Device: s.device, State: registry.StateLoading, URL: s.url, Port: port,
@@ -153,7 +154,7 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 		s.proc = p
 		w.PID = p.pid
 		w.Process = s.processRecord(p)
-		defer s.launchMu.Unlock()
+		unlock = s.launchMu.Unlock
 	}
 	w, err = m.reg.Register(w)
 	if err != nil {
@@ -162,10 +163,13 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 			<-p.exited
 		}
 		undo()
+		unlock()
 		return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 	}
 	close(s.registered)
-	m.prov.Touch(canonical)
+	// The record exists: a ready callback (waiting in current) may go on.
+	unlock()
+	m.touchLater(canonical)
 	m.wg.Add(1)
 	go s.run(p, false, pending, nil, "")
 	m.log.Info("worker spawned", "worker_id", id, "pid", w.PID, "model_ref", canonical,
