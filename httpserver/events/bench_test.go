@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -198,3 +200,72 @@ func BenchmarkFanout100Slow(b *testing.B) { fanout(b, 100, 500*time.Millisecond)
 // BenchmarkFanout1Slow: the same load with one consumer, the baseline of
 // one delivery without the fan-out.
 func BenchmarkFanout1Slow(b *testing.B) { fanout(b, 1, 500*time.Millisecond) }
+
+// BenchmarkHubFootprint reports the heap a hub at the default size holds
+// once its ring is full of worker events (registered, then idle, for 2,048
+// workers with complete records), all consumed: what events.buffer costs a
+// busy hive whatever its number of workers. The registry's share (the same
+// records without a hub) is measured in the same iteration and taken off.
+func BenchmarkHubFootprint(b *testing.B) {
+	for b.Loop() {
+		base := liveHeap()
+		reg, err := registry.Open(registry.Options{Logger: quiet()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		fillRegistry(b, reg)
+		regOnly := liveHeap() - base
+		reg.Close()
+
+		base = liveHeap()
+		e := newEnv(b, Config{Heartbeat: time.Hour})
+		fillRegistry(b, e.reg)
+		deadline := time.Now().Add(waitFor)
+		for !ringFull(e.hub) {
+			if time.Now().After(deadline) {
+				b.Fatal("ring never filled")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		b.ReportMetric(float64(liveHeap()-base-regOnly), "hub-heap-B")
+		runtime.KeepAlive(e)
+		runtime.KeepAlive(reg)
+	}
+}
+
+// fillRegistry registers DefaultBuffer/2 workers with complete records and
+// makes each idle: DefaultBuffer worker events.
+func fillRegistry(b *testing.B, reg *registry.Registry) {
+	for i := range DefaultBuffer / 2 {
+		id := fmt.Sprintf("worker-%04d", i)
+		at := time.Now()
+		if _, err := reg.Register(registry.Worker{
+			ID: id, PID: 100000 + i, ModelRef: "hf:TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+			ModelPath: "/var/lib/rbee-hive/models/TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF/tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf",
+			Backend:   "cuda", Device: i % 8, State: registry.StateLoading, URL: fmt.Sprintf("http://127.0.0.1:%d", 20000+i),
+			Port: 20000 + i, VRAMBytes: 1500000000, RestartPolicy: "on-failure", CreatedAt: at,
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := reg.Update(id, func(w *registry.Worker) error {
+			w.State, w.ReadyAt = registry.StateIdle, &at
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func ringFull(h *Hub) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ring.n == len(h.ring.buf)
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}

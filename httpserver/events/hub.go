@@ -57,7 +57,9 @@ type Hub struct {
 	reg  *registry.Registry
 	prov atomic.Pointer[provisioner.Provisioner]
 
-	inbox        chan provisioner.Event
+	// inbox holds pointers: a buffer of cfg.Buffer values is allocated in
+	// full up front (0.6 MB at the default size) and is almost always empty.
+	inbox        chan *provisioner.Event
 	kick         chan struct{} // cap 1: something in the flags below
 	provLost     atomic.Bool   // the inbox overflowed: a reset is due
 	shutdownReq  atomic.Bool   // hive_shutting_down is due
@@ -145,7 +147,7 @@ func New(cfg Config) *Hub {
 		cfg:          cfg,
 		log:          cfg.Logger,
 		reg:          cfg.Registry,
-		inbox:        make(chan provisioner.Event, cfg.Buffer),
+		inbox:        make(chan *provisioner.Event, cfg.Buffer),
 		kick:         make(chan struct{}, 1),
 		lastProgress: make(map[string]time.Time),
 		ring:         newRing(cfg.Buffer),
@@ -287,7 +289,7 @@ func (h *Hub) PublishProvisioner(ev provisioner.Event) {
 		h.progMu.Unlock()
 	}
 	select {
-	case h.inbox <- ev:
+	case h.inbox <- &ev:
 	default:
 		h.provLost.Store(true)
 		h.poke()
@@ -320,7 +322,7 @@ func (h *Hub) poke() {
 	}
 }
 
-func (h *Hub) emitProvisioner(pe provisioner.Event) {
+func (h *Hub) emitProvisioner(pe *provisioner.Event) {
 	ev := Event{Type: string(pe.Kind), Time: pe.At}
 	switch pe.Kind {
 	case provisioner.EventProvisionStarted, provisioner.EventProvisionProgress,
