@@ -24,6 +24,7 @@ const UnmatchedRoute = "unmatched"
 // safe on a nil *Metrics and then does nothing.
 type Metrics struct {
 	reg            *prometheus.Registry
+	handler        http.Handler
 	requests       *prometheus.CounterVec
 	duration       *prometheus.HistogramVec
 	restarts       *prometheus.CounterVec
@@ -71,6 +72,7 @@ func New(reg *registry.Registry, res *resources.Manager, prov *provisioner.Provi
 		collectors.NewGoCollector(),
 		newProcessCollector("/proc"),
 	)
+	m.handler = newHandler(m.reg)
 	return m
 }
 
@@ -88,10 +90,21 @@ func (m *Metrics) Handler() http.Handler {
 	if m == nil {
 		return http.NotFoundHandler()
 	}
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+	return m.handler
+}
+
+// newHandler is built once: promhttp.HandlerFor allocates a counter vector
+// and its negotiation tables on every call.
+func newHandler(reg *prometheus.Registry) http.Handler {
+	return gzipFastest(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		// A collector failing (say, NVML) must not hide every other metric.
 		ErrorHandling: promhttp.ContinueOnError,
-	})
+		// gzipFastest compresses instead, at gzip's fastest level:
+		// client_golang's default level was a quarter of a scrape's CPU
+		// for a 10 % smaller body (32 KB of text with 1,000 workers:
+		// 3.3 KB against 3.8 KB).
+		DisableCompression: true,
+	}))
 }
 
 // knownMethods bounds the method label: clients may send any token.
