@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -105,4 +106,30 @@ func BenchmarkHeartbeatPersistent(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// BenchmarkLazyUpdateWhileFlushing: heartbeats (lazy) every 200µs while the
+// lazy flush of 1,000 workers runs about every millisecond, as a busy hive
+// does each second. Reported: how long each Update took. A change must not
+// wait for a background write's fsync.
+func BenchmarkLazyUpdateWhileFlushing(b *testing.B) {
+	r, ids := benchRegistry(b, b.TempDir())
+	r.commitMu.Lock()
+	r.st.lazyEvery = time.Millisecond
+	r.commitMu.Unlock()
+	took := make([]time.Duration, 0, b.N)
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		if _, err := r.Update(ids[i%len(ids)], heartbeat); err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+		i++
+		time.Sleep(200 * time.Microsecond)
+	}
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(took[len(took)-1].Microseconds()), "max-µs")
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -32,17 +33,36 @@ type persistedWorker struct {
 	Process Process `json:"process"`
 }
 
-// store writes the state file. Its fields are guarded by the registry's
-// commitMu.
+// store writes the state file.
+//
+// A lazy flush does its disk work without the registry's commitMu, so
+// changes (lazy ones above all: a relaunch, a ready callback, a heartbeat)
+// never wait for a background fsync; a write that must be durable before
+// its change is committed holds commitMu and fileMu. Lock order: commitMu,
+// then fileMu. A write never replaces the file with an older state than it
+// holds: each write carries the sequence number of the state it renders.
 type store struct {
 	dir, path string
 	log       *slog.Logger
-	onTimer   func()        // flushes lazily committed changes
-	lazyEvery time.Duration // lazyInterval; tests shorten it
+	lazyEvery time.Duration                        // lazyInterval; tests shorten it
+	writeFile func(path string, data []byte) error // writeAtomic; tests hold it up
 
-	enc   map[string][]byte // JSON of each committed record, see encode
-	dirty bool              // memory holds changes the file does not
-	timer *time.Timer       // pending lazy flush, nil when none
+	// Guarded by the registry's commitMu.
+	onTimer func()      // flushes lazily committed changes
+	timer   *time.Timer // pending lazy flush, nil when none
+
+	fileMu  sync.Mutex
+	enc     map[string]encoded // by worker id; see encode
+	written uint64             // seq of the state the file holds
+	stale   bool               // a write failed: the file may hold a refused change
+	closed  bool               // close has written the file for the last time
+}
+
+// encoded is the JSON of one committed record. Committed records are never
+// mutated, only replaced, so the encoding is valid while w is the record.
+type encoded struct {
+	w *Worker
+	b []byte
 }
 
 // openStore creates dir if needed, removes temp files a crash left behind,
@@ -51,7 +71,7 @@ func openStore(dir string, log *slog.Logger) (*store, []*Worker, uint64, error) 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, 0, fmt.Errorf("registry: state dir: %w", err)
 	}
-	s := &store{dir: dir, path: filepath.Join(dir, stateFile), log: log, enc: make(map[string][]byte), lazyEvery: lazyInterval}
+	s := &store{dir: dir, path: filepath.Join(dir, stateFile), log: log, enc: make(map[string]encoded), lazyEvery: lazyInterval, writeFile: writeAtomic}
 	if stale, err := filepath.Glob(s.path + ".tmp-*"); err == nil {
 		for _, p := range stale {
 			_ = os.Remove(p) // a write that never reached its rename
@@ -61,6 +81,7 @@ func openStore(dir string, log *slog.Logger) (*store, []*Worker, uint64, error) 
 	if err != nil {
 		return nil, nil, 0, err
 	}
+	s.written = seq
 	return s, workers, seq, nil
 }
 
@@ -122,17 +143,24 @@ func validate(ws []persistedWorker) error {
 
 // write replaces the state file with the committed records plus the staged
 // ones (nil: removed), atomically and durably: a temp file in the same
-// directory, fsync, rename, fsync of the directory. The caller commits
-// staged to memory if and only if write succeeds. On error the store is
-// marked dirty, so a later flush rewrites the file even if the rename went
-// through and only the directory sync failed.
+// directory, fsync, rename, fsync of the directory. The caller holds
+// commitMu and commits staged to memory if and only if write succeeds. On
+// error the file is marked stale, so a later flush rewrites it even if the
+// rename went through and only the directory sync failed; the caller
+// arranges that flush (markDirty).
 func (s *store) write(committed, staged map[string]*Worker, seq uint64) error {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	return s.writeLocked(committed, staged, seq)
+}
+
+func (s *store) writeLocked(committed, staged map[string]*Worker, seq uint64) error {
 	data, fresh, err := s.encode(committed, staged, seq)
 	if err == nil {
-		err = writeAtomic(s.path, data)
+		err = s.writeFile(s.path, data)
 	}
 	if err != nil {
-		s.markDirty()
+		s.stale = true
 		return fmt.Errorf("%w: %s: %w", ErrPersist, s.path, err)
 	}
 	for id, w := range staged {
@@ -141,28 +169,31 @@ func (s *store) write(committed, staged map[string]*Worker, seq uint64) error {
 		}
 	}
 	maps.Copy(s.enc, fresh)
-	s.dirty = false
+	s.written, s.stale = seq, false
 	return nil
 }
 
-// encode renders the state file. Each record's JSON is cached in s.enc, so a
-// write encodes only what changed since the last one, not every worker.
-// fresh holds the new encodings, for write to keep once the file is in place.
-func (s *store) encode(committed, staged map[string]*Worker, seq uint64) (data []byte, fresh map[string][]byte, err error) {
+// encode renders the state file. Each record's JSON is kept in s.enc with
+// the record it encodes, so a write encodes only the records that changed
+// since the last one, not every worker. fresh holds the new encodings, for
+// the caller to keep once the file is in place. Called with fileMu held.
+func (s *store) encode(committed, staged map[string]*Worker, seq uint64) (data []byte, fresh map[string]encoded, err error) {
 	records := mergeRecords(committed, staged)
-	fresh = make(map[string][]byte, len(staged))
+	fresh = make(map[string]encoded, len(staged))
 	size := 64
 	parts := make([][]byte, len(records))
 	for i, w := range records {
-		b, cached := s.enc[w.ID]
-		if _, changed := staged[w.ID]; changed || !cached {
-			if b, err = json.Marshal(persistedWorker{Worker: *w, Process: w.Process}); err != nil {
+		e, ok := s.enc[w.ID]
+		if !ok || e.w != w {
+			b, err := json.Marshal(persistedWorker{Worker: *w, Process: w.Process})
+			if err != nil {
 				return nil, nil, fmt.Errorf("encode worker %s: %w", w.ID, err)
 			}
-			fresh[w.ID] = b
+			e = encoded{w: w, b: b}
+			fresh[w.ID] = e
 		}
-		parts[i] = b
-		size += len(b) + 1
+		parts[i] = e.b
+		size += len(e.b) + 1
 	}
 	// The layout of stateFileV1, written by hand around the cached records.
 	data = make([]byte, 0, size)
@@ -175,13 +206,6 @@ func (s *store) encode(committed, staged map[string]*Worker, seq uint64) (data [
 	}
 	data = append(data, "]}\n"...)
 	return data, fresh, nil
-}
-
-// forget drops the cached encodings of records committed without a write.
-func (s *store) forget(staged map[string]*Worker) {
-	for id := range staged {
-		delete(s.enc, id)
-	}
 }
 
 func writeAtomic(path string, data []byte) (err error) {
@@ -216,38 +240,47 @@ func writeAtomic(path string, data []byte) (err error) {
 	return d.Sync()
 }
 
-// markDirty records that memory is ahead of the file and makes sure a flush
-// is coming.
+// markDirty makes sure a flush is coming for changes committed without a
+// write. Called with commitMu held.
 func (s *store) markDirty() {
-	s.dirty = true
 	if s.timer == nil && s.onTimer != nil {
 		s.timer = time.AfterFunc(s.lazyEvery, s.onTimer)
 	}
 }
 
-// flush writes the committed records if the file lags behind them. A failure
-// is logged and retried later: no caller waits for a lazy write.
-func (s *store) flush(workers map[string]*Worker, seq uint64) {
-	s.timer = nil
-	if !s.dirty {
-		return
+// flush writes workers, the committed records at seq (a snapshot taken
+// under commitMu, which the caller no longer holds), unless the file
+// already holds that state or a newer one. A failure is logged and
+// reported, for the caller to retry later: no change waits for a lazy
+// write.
+func (s *store) flush(workers map[string]*Worker, seq uint64) error {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if s.closed || (seq <= s.written && !s.stale) {
+		return nil
 	}
-	if err := s.write(workers, nil, seq); err != nil {
+	if err := s.writeLocked(workers, nil, seq); err != nil {
 		s.log.Error("registry: lazy flush failed; retrying", "err", err)
+		return err
 	}
+	return nil
 }
 
-// close stops the lazy timer and writes what it had pending.
+// close stops the lazy timer and writes what it had pending. Called with
+// commitMu held.
 func (s *store) close(workers map[string]*Worker, seq uint64) error {
 	if s.timer != nil {
 		s.timer.Stop()
 		s.timer = nil
 	}
-	if !s.dirty {
+	s.onTimer = nil // no retries after Close
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	s.closed = true
+	if seq <= s.written && !s.stale {
 		return nil
 	}
-	s.onTimer = nil // no retries after Close
-	if err := s.write(workers, nil, seq); err != nil {
+	if err := s.writeLocked(workers, nil, seq); err != nil {
 		return fmt.Errorf("registry: close: %w", err)
 	}
 	return nil

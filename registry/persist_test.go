@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -378,6 +379,81 @@ func TestLazyChangeRidesNextWrite(t *testing.T) {
 	}
 	if mustGet(t, r2, "b").State != StateUnhealthy {
 		t.Fatal("b's change missing")
+	}
+}
+
+// TestChangesDoNotWaitForALazyFlush: while a lazy flush is writing the
+// file (held up here), lazy changes commit; a change that must be durable
+// is written after it, and the file ends with the newest state.
+func TestChangesDoNotWaitForALazyFlush(t *testing.T) {
+	dir := t.TempDir()
+	r := openDir(t, dir)
+	r.st.lazyEvery = time.Hour // flushed by hand below
+	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.st.writeFile = func(path string, data []byte) error {
+		once.Do(func() { close(entered); <-release })
+		return writeAtomic(path, data)
+	}
+	beat := func(d int) func(*Worker) error {
+		return func(w *Worker) error {
+			at := time.Date(2026, 8, d, 8, 8, 8, 0, time.UTC)
+			w.LastHeartbeat = &at
+			return nil
+		}
+	}
+	if _, err := r.Update("w", beat(1)); err != nil {
+		t.Fatal(err)
+	}
+	flushed := make(chan struct{})
+	go func() { defer close(flushed); r.flushLazy() }()
+	<-entered
+
+	lazy := make(chan error, 1)
+	go func() { _, err := r.Update("w", beat(2)); lazy <- err }()
+	select {
+	case err := <-lazy:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second): // a bound for a hang, not a timing assertion
+		close(release)
+		t.Fatal("a lazy change waited for the lazy flush's write")
+	}
+	eager := make(chan error, 1)
+	go func() {
+		_, err := r.Update("w", func(w *Worker) error { w.State = StateUnhealthy; return nil })
+		eager <- err
+	}()
+	close(release)
+	<-flushed
+	if err := <-eager; err != nil {
+		t.Fatal(err)
+	}
+	got := mustGet(t, openDir(t, dir), "w")
+	if got.State != StateUnhealthy || got.LastHeartbeat == nil || got.LastHeartbeat.Day() != 2 {
+		t.Fatalf("file after the flush and the durable change: %+v", got)
+	}
+}
+
+// TestFlushNeverWritesAnOlderState: a flush of a snapshot taken before a
+// durable write that reached the file first leaves the file alone.
+func TestFlushNeverWritesAnOlderState(t *testing.T) {
+	dir := t.TempDir()
+	r := openDir(t, dir)
+	mustRegister(t, r, Worker{ID: "w", State: StateIdle})
+	r.commitMu.Lock()
+	snap, seq := maps.Clone(r.workers), r.seq
+	r.commitMu.Unlock()
+	if _, err := r.Update("w", func(w *Worker) error { w.State = StateUnhealthy; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.st.flush(snap, seq); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, openDir(t, dir), "w"); got.State != StateUnhealthy {
+		t.Fatalf("an older snapshot replaced the file: %+v", got)
 	}
 }
 

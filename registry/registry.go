@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -191,7 +192,7 @@ type Registry struct {
 	st  *store // nil without a StateDir
 
 	// commitMu serializes changes: staging, the write, the commit. It also
-	// guards queue, closed and everything in st.
+	// guards closed and st's timer (see store for what it does not cover).
 	commitMu sync.Mutex
 	queueMu  sync.Mutex
 	queue    []*op
@@ -450,6 +451,7 @@ func (r *Registry) runBatch(batch []*op) {
 	if r.st != nil {
 		if eager {
 			if err := r.st.write(r.workers, staged, r.seq+uint64(len(changed))); err != nil {
+				r.st.markDirty()
 				for _, o := range changed {
 					o.err = fmt.Errorf("%s %s: %w", o.kind, o.id, err)
 					o.res = Worker{}
@@ -457,7 +459,6 @@ func (r *Registry) runBatch(batch []*op) {
 				return
 			}
 		} else {
-			r.st.forget(staged)
 			r.st.markDirty()
 		}
 	}
@@ -634,12 +635,23 @@ func mergeRecords(committed, staged map[string]*Worker) []*Worker {
 }
 
 // flushLazy writes changes that were committed without a write (heartbeats).
-// It runs from the store's timer.
+// It runs from the store's timer. It holds commitMu only to take a
+// snapshot of the records (the map of immutable records, not the records):
+// changes go on while the file is written.
 func (r *Registry) flushLazy() {
 	r.commitMu.Lock()
-	defer r.commitMu.Unlock()
 	if r.closed {
+		r.commitMu.Unlock()
 		return
 	}
-	r.st.flush(r.workers, r.seq)
+	r.st.timer = nil
+	snap, seq := maps.Clone(r.workers), r.seq
+	r.commitMu.Unlock()
+	if err := r.st.flush(snap, seq); err != nil {
+		r.commitMu.Lock()
+		if !r.closed {
+			r.st.markDirty() // retry later
+		}
+		r.commitMu.Unlock()
+	}
 }
