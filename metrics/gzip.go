@@ -8,19 +8,26 @@ import (
 	"sync"
 )
 
-// gzipWriters are gzip writers at gzip.BestSpeed, reused across scrapes (a
-// writer's tables are some hundred kilobytes).
+// gzipLevel is the compression of scrapes. On the exposition of 1,000
+// workers (32 KB of text), compress/gzip level 6 (client_golang's) gives
+// 3.3 KB in 0.9-1.7 ms, level 2 3.6 KB and level 1 3.8 KB in 0.3-0.5 ms
+// each (machine loaded; the two are within noise of each other in a whole
+// scrape). Level 1 holds 1.2 MB of state per writer, the others 0.8 MB, and
+// a scrape after a collection emptied the pool allocates a fresh one: 2.
+const gzipLevel = 2
+
+// gzipWriters are gzip writers at gzipLevel, reused across scrapes.
 var gzipWriters = sync.Pool{New: func() any {
-	z, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // the level is valid
+	z, _ := gzip.NewWriterLevel(io.Discard, gzipLevel) // the level is valid
 	return z
 }}
 
-// gzipFastest serves h's answer gzip-compressed at the fastest level when the
-// client prefers gzip, choosing exactly as promhttp does (see
+// gzipFast serves h's answer gzip-compressed at gzipLevel when the client
+// prefers gzip, choosing exactly as promhttp does (see
 // prefersGzip). h must not compress itself. An answer whose
 // Content-Encoding h removed before writing (promhttp's error answer) is
 // sent as it is.
-func gzipFastest(h http.Handler) http.Handler {
+func gzipFast(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Add("Vary", "Accept-Encoding")
 		if !prefersGzip(r.Header.Values("Accept-Encoding")) {

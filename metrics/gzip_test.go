@@ -95,7 +95,7 @@ func TestGzipLeavesTheErrorAnswerPlain(t *testing.T) {
 // TestGzipEmptyAnswer: a handler that writes nothing still sends a valid
 // (empty) gzip stream, since the header promised one.
 func TestGzipEmptyAnswer(t *testing.T) {
-	h := gzipFastest(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	h := gzipFast(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	r.Header.Set("Accept-Encoding", "gzip")
 	w := httptest.NewRecorder()
