@@ -84,6 +84,9 @@ type harnessOpts struct {
 	stateDir string
 	vram     int64 // catalog vram_bytes of the model (0: size × 1.2)
 	uncached bool  // do not provision the model before the test
+	// catalog adds entries after tiny and huge; "{model}" as a ModelRef
+	// stands for the test model's reference.
+	catalog []provisioner.CatalogEntry
 }
 
 func testConfig(t testing.TB) Config {
@@ -136,6 +139,16 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	h.modelRef = "file:" + modelPath
+	catalog := []provisioner.CatalogEntry{
+		{Name: "tiny", ModelRef: h.modelRef, VRAMBytes: o.vram},
+		{Name: "huge", ModelRef: "hf:acme/huge/huge.gguf", VRAMBytes: 1 << 50},
+	}
+	for _, e := range o.catalog {
+		if e.ModelRef == "{model}" {
+			e.ModelRef = h.modelRef
+		}
+		catalog = append(catalog, e)
+	}
 	hub, err := hubtest.New(hubtest.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -147,10 +160,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		Endpoint:  hub.URL(),
 		Token:     "-",
 		LocalDirs: []string{modelDir},
-		Catalog: []provisioner.CatalogEntry{
-			{Name: "tiny", ModelRef: h.modelRef, VRAMBytes: o.vram},
-			{Name: "huge", ModelRef: "hf:acme/huge/huge.gguf", VRAMBytes: 1 << 50},
-		},
+		Catalog:      catalog,
 		RetryInitial: time.Millisecond,
 		Logger:       testLogger(t),
 		MaxAttempts:  2,

@@ -772,3 +772,31 @@ func TestProbeBodyVRAM(t *testing.T) {
 		})
 	}
 }
+
+// Two catalog names for one model_ref (a longer context needs more memory,
+// say): a spawn by name reserves that name's vram_bytes, whichever entry the
+// model's own record carries. Seen on a real H100, where "small" reserved
+// the 30 GiB of the entry listed after it.
+func TestSpawnByCatalogNameReservesThatNamesMemory(t *testing.T) {
+	const small, large = 1 << 20, 3 << 20
+	for _, uncached := range []bool{false, true} {
+		h := newHarness(t, harnessOpts{vram: small, uncached: uncached,
+			catalog: []provisioner.CatalogEntry{{Name: "tiny-long-context", ModelRef: "{model}", VRAMBytes: large}}})
+		for _, c := range []struct {
+			ref  string
+			want uint64
+		}{{"tiny", small}, {"tiny-long-context", large}} {
+			w, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: c.ref, Backend: "cpu"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := h.reservedBytes(); got != c.want {
+				t.Errorf("uncached %v: spawn %q reserved %d bytes, want %d", uncached, c.ref, got, c.want)
+			}
+			h.waitReady(w.ID)
+			if _, err := h.mon().Stop(context.Background(), w.ID, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

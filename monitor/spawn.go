@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -75,12 +76,23 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 		return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 	}
 
+	// A catalog name brings its own vram_bytes: two names may share one
+	// model_ref with different needs (a longer context, say), while the
+	// model's record knows only one of them.
+	var namedVRAM int64
+	for _, e := range m.prov.Catalog() {
+		if e.Name == req.ModelRef {
+			namedVRAM = e.VRAMBytes
+			break
+		}
+	}
+
 	id := "worker-" + uuid.NewString()
 	var pending *provisioner.Provision
 	model, cached := m.prov.Cached(canonical)
 	var required uint64
 	if cached {
-		required = m.requiredBytes(canonical, model.VRAMBytes, model.SizeBytes)
+		required = m.requiredBytes(canonical, cmp.Or(namedVRAM, model.VRAMBytes), model.SizeBytes)
 	} else {
 		pr, err := m.prov.Start(canonical)
 		if err != nil {
@@ -90,12 +102,12 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 		if err != nil {
 			return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 		}
-		required = m.requiredBytes(canonical, 0, st.BytesTotal)
+		required = m.requiredBytes(canonical, namedVRAM, st.BytesTotal)
 		if st.State == provisioner.StateReady {
 			if model, err = pr.Result(); err != nil {
 				return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 			}
-			required = m.requiredBytes(canonical, model.VRAMBytes, model.SizeBytes)
+			required = m.requiredBytes(canonical, cmp.Or(namedVRAM, model.VRAMBytes), model.SizeBytes)
 		} else {
 			pending = pr
 		}
