@@ -281,6 +281,72 @@ func TestPartialSurvivesRestart(t *testing.T) {
 	}
 }
 
+// Bytes that stop short of a whole read buffer while the body stalls are
+// written and reported within flushEvery, not when the stall ends: the
+// partial file and the progress stay current, and a resume starts there.
+func TestStallFlushesPartialBuffer(t *testing.T) {
+	e := newEnv(t, hubtest.Options{})
+	const cut = pipeChunk + 123457 // one full buffer and part of the next
+	repo := e.addRepo("org/model", 3*mib, 24)
+	e.hub.SetFaults("org/model", "model.bin", hubtest.Faults{CutAfter: cut, CutTimes: 1, Stall: time.Hour})
+	p := e.prov()
+	pr, err := p.Start("hf:org/model/model.bin")
+	must(t, err)
+	waitFor(t, func() bool { return pr.Status().BytesDone == cut })
+	part := filepath.Join(e.cache, "models--org--model", "blobs", repo.File("model.bin").BlobID()+".incomplete")
+	if st, err := os.Stat(part); err != nil || st.Size() != cut {
+		t.Fatalf("partial during the stall: %v, want %d bytes", statSize(st, err), cut)
+	}
+	e.hub.Unstall() // the stalled response is cut; the download resumes
+	if _, err := pr.Result(); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.hub.Stats(); len(st.Ranges) != 1 || st.Ranges[0] != fmt.Sprintf("bytes=%d-", cut) {
+		t.Errorf("ranges %v, want one from %d", st.Ranges, cut)
+	}
+}
+
+// Bytes read into a buffer that is neither full nor flushed yet are written
+// when the download is cancelled: Close keeps every byte received.
+func TestCloseFlushesPartialBuffer(t *testing.T) {
+	saved := flushEvery
+	flushEvery = time.Hour // only the cancellation can flush the tail
+	t.Cleanup(func() { flushEvery = saved })
+	e := newEnv(t, hubtest.Options{})
+	const cut = pipeChunk + 123457
+	repo := e.addRepo("org/model", 3*mib, 25)
+	e.hub.SetFaults("org/model", "model.bin", hubtest.Faults{CutAfter: cut, CutTimes: 1, Stall: time.Hour})
+	p := e.prov()
+	pr, err := p.Start("hf:org/model/model.bin")
+	must(t, err)
+	// The first buffer is full and handed on; the rest waits in the second.
+	waitFor(t, func() bool { return p.Stats().BytesDownloaded == cut && pr.Status().BytesDone == pipeChunk })
+	p.Close()
+	if _, err := pr.Result(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("closed provision: %v", err)
+	}
+	part := filepath.Join(e.cache, "models--org--model", "blobs", repo.File("model.bin").BlobID()+".incomplete")
+	if st, err := os.Stat(part); err != nil || st.Size() != cut {
+		t.Fatalf("partial after close: %v, want %d bytes", statSize(st, err), cut)
+	}
+	e.hub.ResetStats()
+	m := mustEnsure(t, e.prov(), "hf:org/model/model.bin")
+	if fileSHA256(t, m.LocalPath) != repo.File("model.bin").SHA256() {
+		t.Fatal("bad content")
+	}
+	if st := e.hub.Stats(); len(st.Ranges) != 1 || st.Ranges[0] != fmt.Sprintf("bytes=%d-", cut) {
+		t.Errorf("ranges %v, want one from %d", st.Ranges, cut)
+	}
+}
+
+// statSize describes an os.Stat result by its size.
+func statSize(st os.FileInfo, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d bytes", st.Size())
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
