@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"sync"
@@ -85,13 +86,14 @@ type load struct {
 	n      int
 	took   time.Duration
 	errors int
+	full   int // 200 answers to a conditional request
 }
 
 func (l load) rps() float64 { return float64(l.n) / l.took.Seconds() }
 
-// hammer sends GET path with conc concurrent clients for dur, after a short
+// hammer sends r with conc concurrent clients for dur, after a short
 // warm-up, and records every latency.
-func hammer(ctx context.Context, hc *http.Client, url, token string, conc int, dur time.Duration) load {
+func hammer(ctx context.Context, hc *http.Client, r request, conc int, dur time.Duration) load {
 	run := func(d time.Duration, record bool) load {
 		var mu sync.Mutex
 		var out load
@@ -101,19 +103,23 @@ func hammer(ctx context.Context, hc *http.Client, url, token string, conc int, d
 		for range conc {
 			wg.Go(func() {
 				var lat []time.Duration
-				errs := 0
+				errs, full := 0, 0
 				buf := make([]byte, 256<<10)
 				for time.Now().Before(deadline) && ctx.Err() == nil {
-					st, dd, err := callDiscard(ctx, hc, url, token, buf)
-					if err != nil || st != http.StatusOK {
+					st, dd, err := callDiscard(ctx, hc, r, buf)
+					if err != nil || !r.ok(st) {
 						errs++
 						continue
+					}
+					if r.etag != "" && st == http.StatusOK {
+						full++
 					}
 					lat = append(lat, dd)
 				}
 				mu.Lock()
 				out.lat = append(out.lat, lat...)
 				out.errors += errs
+				out.full += full
 				mu.Unlock()
 			})
 		}
@@ -167,40 +173,66 @@ func benchAPI(c *Ctx) []Row {
 	// the percentiles are the server's answer time, not queueing behind
 	// the other clients on two cores.
 	type endpoint struct {
-		name, path, token string
-		thr, lat          load
+		name     string
+		req      request
+		thr, lat load
+	}
+	list := request{url: d.URL + "/v1/workers/list", token: d.Token}
+	req, err := list.build(c.Context)
+	if err != nil {
+		c.Fatalf("list: %v", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		c.Fatalf("list: %v", err)
+	}
+	listBytes, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	etag := resp.Header.Get("ETag")
+	if etag == "" {
+		c.Fatalf("list answer without an ETag")
 	}
 	eps := []*endpoint{
-		{name: "health", path: "/v1/health"},
-		{name: "list", path: "/v1/workers/list", token: d.Token},
-		{name: "status", path: "/v1/status", token: d.Token},
-		{name: "metrics", path: "/v1/metrics", token: d.Token},
+		{name: "health", req: request{url: d.URL + "/v1/health"}},
+		{name: "list", req: list},
+		{name: "list with If-None-Match (no change)", req: request{url: list.url, token: d.Token, etag: etag}},
+		{name: "status", req: request{url: d.URL + "/v1/status", token: d.Token}},
+		{name: "metrics", req: request{url: d.URL + "/v1/metrics", token: d.Token}},
 	}
 	for _, e := range eps {
-		e.thr = hammer(c.Context, hc, d.URL+e.path, e.token, conc, dur)
-		e.lat = hammer(c.Context, hc, d.URL+e.path, e.token, 1, dur)
+		e.thr = hammer(c.Context, hc, e.req, conc, dur)
+		e.lat = hammer(c.Context, hc, e.req, 1, dur)
 		if e.thr.errors+e.lat.errors > 0 {
-			c.Fatalf("GET %s: %d failed requests", e.path, e.thr.errors+e.lat.errors)
+			c.Fatalf("GET %s: %d failed requests", e.name, e.thr.errors+e.lat.errors)
 		}
-		c.Logf("GET %s: %.0f req/s with %d clients; p50 %.2f ms, p99 %.2f ms with one", e.path, e.thr.rps(), conc,
+		c.Logf("GET %s: %.0f req/s with %d clients; p50 %.2f ms, p99 %.2f ms with one", e.name, e.thr.rps(), conc,
 			ms(percentile(e.lat.lat, 50)), ms(percentile(e.lat.lat, 99)))
 	}
 	// Health again, pooled with the first run, so drift over the item
 	// weighs on both sides.
 	health := eps[0]
-	h2thr := hammer(c.Context, hc, d.URL+"/v1/health", "", conc, dur)
-	h2lat := hammer(c.Context, hc, d.URL+"/v1/health", "", 1, dur)
+	h2thr := hammer(c.Context, hc, health.req, conc, dur)
+	h2lat := hammer(c.Context, hc, health.req, 1, dur)
 	health.thr = load{n: health.thr.n + h2thr.n, took: health.thr.took + h2thr.took}
 	health.lat.lat = append(health.lat.lat, h2lat.lat...)
 	rssLoaded, _ := rssMiB(d.PID())
+	// What serving that many bytes costs at the least, for the list row.
+	floorBig, floorSmall, err := floorLoad(c.Context, int(listBytes), conc, dur)
+	if err != nil {
+		c.Fatalf("floor: %v", err)
+	}
 	var rows []Row
 	for _, e := range eps[1:] {
 		thr := Row{
 			Item: 5, Name: fmt.Sprintf("GET %s throughput, %d workers, %d clients", e.name, n, conc), Unit: "req/s",
 			Measured: e.thr.rps(), Baseline: health.thr.rps(), BaselineName: "/v1/health", Compare: CompareRatio,
 		}
-		if e.name == "list" {
+		switch {
+		case e.name == "list":
 			thr.Target = &Target{On: "ratio", Op: ">=", Limit: 0.5}
+			thr.Note = fmt.Sprintf("%d KiB an answer; the floor row below bounds this ratio", listBytes>>10)
+		case e.req.etag != "":
+			thr.Note = fmt.Sprintf("304 with no body; %d of %d answers were full (a record changed)", e.thr.full+e.lat.full, e.thr.n+e.lat.n)
 		}
 		rows = append(rows, thr, Row{
 			Item: 5, Name: fmt.Sprintf("GET %s p50, one client", e.name), Unit: "ms",
@@ -212,6 +244,10 @@ func benchAPI(c *Ctx) []Row {
 		})
 	}
 	rows = append(rows, Row{
+		Item: 5, Name: fmt.Sprintf("floor: bare net/http, static %d KiB answer, %d clients", listBytes>>10, conc), Unit: "req/s",
+		Measured: floorBig.rps(), Baseline: floorSmall.rps(), BaselineName: "bare net/http, health-sized answer", Compare: CompareRatio,
+		Note: "a server in the bench process that does nothing but write the bytes: over loopback a large answer costs the kernel's copying",
+	}, Row{
 		Item: 7, Name: "daemon RSS idle", Unit: "MiB", Measured: rssIdle,
 		Target: &Target{On: "measured", Op: "<", Limit: 40},
 	}, Row{

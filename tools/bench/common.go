@@ -77,16 +77,38 @@ func call(ctx context.Context, hc *http.Client, method, url, token string, body 
 	return resp.StatusCode, d, b, nil
 }
 
+// request is one GET a load sends: url with the token (if any), and
+// If-None-Match when etag is set.
+type request struct{ url, token, etag string }
+
+// ok reports whether status is a success for r: 200, or 304 for a
+// conditional request.
+func (r request) ok(status int) bool {
+	return status == http.StatusOK || (r.etag != "" && status == http.StatusNotModified)
+}
+
+// build makes r's *http.Request.
+func (r request) build(ctx context.Context) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if r.token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.token)
+	}
+	if r.etag != "" {
+		req.Header.Set("If-None-Match", r.etag)
+	}
+	return req, nil
+}
+
 // callDiscard is call for load generation: the body is read into a reused
 // buffer and dropped, so the client's own copying weighs as little as it can
 // on the cores it shares with the server.
-func callDiscard(ctx context.Context, hc *http.Client, url, token string, buf []byte) (int, time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+func callDiscard(ctx context.Context, hc *http.Client, r request, buf []byte) (int, time.Duration, error) {
+	req, err := r.build(ctx)
 	if err != nil {
 		return 0, 0, err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	start := time.Now()
 	resp, err := hc.Do(req)
