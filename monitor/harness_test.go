@@ -156,10 +156,10 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	h.hub = hub
 	t.Cleanup(func() { hub.Close() })
 	h.prov, err = provisioner.New(provisioner.Config{
-		CacheDir:  t.TempDir(),
-		Endpoint:  hub.URL(),
-		Token:     "-",
-		LocalDirs: []string{modelDir},
+		CacheDir:     t.TempDir(),
+		Endpoint:     hub.URL(),
+		Token:        "-",
+		LocalDirs:    []string{modelDir},
 		Catalog:      catalog,
 		RetryInitial: time.Millisecond,
 		Logger:       testLogger(t),
