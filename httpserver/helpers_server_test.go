@@ -155,6 +155,12 @@ func (h *harness) do(method, path, body string, auth ...string) answer {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return h.send(req)
+}
+
+// send sends req as it is and reads the whole answer.
+func (h *harness) send(req *http.Request) answer {
+	h.t.Helper()
 	resp, err := h.srv.Client().Do(req)
 	if err != nil {
 		h.t.Fatal(err)
