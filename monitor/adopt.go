@@ -3,8 +3,6 @@ package monitor
 import (
 	"context"
 	"net/http"
-	"syscall"
-	"time"
 
 	"github.com/rbee-hive/rbee-hive/registry"
 	"github.com/rbee-hive/rbee-hive/restart"
@@ -19,17 +17,76 @@ import (
 // exit of unknown status. Failed records stay failed; a record left in
 // stopping is finished off and removed; a worker whose model was still
 // downloading is failed (spawn it again).
+//
+// A record whose process is unknown (pid 0, gone or reused), and a spawn
+// marker without a record, may still have a process the previous hive
+// started but did not record: those are looked for in /proc (see
+// orphans.go) and adopted or killed.
 func (m *Monitor) readopt(ctx context.Context) error {
-	for _, w := range m.reg.List(registry.Filter{}) {
+	ws := m.reg.List(registry.Filter{})
+	known := make(map[string]*process, len(ws))
+	want := make(map[string]bool)
+	for _, w := range ws {
+		if p := m.recordedProcess(w); p != nil {
+			known[w.ID] = p
+		} else if w.State != registry.StateFailed {
+			// Failed records are written once their process has ended.
+			want[w.ID] = true
+		}
+	}
+	var unrecorded []string
+	if m.cfg.Persistent {
+		for _, id := range m.spawnMarkers() {
+			if _, err := m.reg.Get(id); err != nil {
+				want[id] = true
+				unrecorded = append(unrecorded, id)
+			} else {
+				m.removeMarker(id) // recorded: the record is enough
+			}
+		}
+	}
+	var found map[string][]foundProc
+	if len(want) > 0 {
+		m.procScans.Add(1)
+		found = scanWorkerProcesses(want)
+	}
+	for _, id := range unrecorded {
+		if f := found[id]; len(f) > 0 {
+			m.log.Warn("killing the process of a spawn the previous hive did not record", "worker_id", id, "pid", f[0].pid)
+			m.killFound(f)
+		}
+		m.removeMarker(id)
+	}
+	for i, w := range ws {
 		if err := ctx.Err(); err != nil {
+			for _, w := range ws[i:] {
+				if p := known[w.ID]; p != nil {
+					p.release()
+				}
+			}
 			return err
 		}
-		m.readoptOne(ctx, w)
+		m.readoptOne(ctx, w, known[w.ID], found[w.ID])
 	}
 	return nil
 }
 
-func (m *Monitor) readoptOne(ctx context.Context, w registry.Worker) {
+// recordedProcess watches the process the record names, if it is alive and
+// its start time matches; else nil.
+func (m *Monitor) recordedProcess(w registry.Worker) *process {
+	if w.PID <= 0 || w.Process.StartTime == 0 {
+		return nil
+	}
+	p, err := m.adoptProcess(w.PID, w.Process.StartTime)
+	if err != nil {
+		return nil // gone, or the pid is someone else's now
+	}
+	return p
+}
+
+// readoptOne takes over one record: p is its recorded process (nil when
+// unknown), found the processes carrying its id when p is unknown.
+func (m *Monitor) readoptOne(ctx context.Context, w registry.Worker, p *process, found []foundProc) {
 	policy, err := restart.ParsePolicy(w.RestartPolicy)
 	if err != nil || w.RestartPolicy == "" {
 		policy = m.cfg.DefaultPolicy
@@ -43,21 +100,34 @@ func (m *Monitor) readoptOne(ctx context.Context, w registry.Worker) {
 	close(s.registered)
 	log := m.log.With("worker_id", w.ID, "pid", w.PID)
 
-	var p *process
-	if w.PID > 0 && w.Process.StartTime != 0 {
-		if st, err := procStartTime(w.PID); err == nil && st == w.Process.StartTime {
-			if p, err = m.adoptProcess(w.PID, st); err != nil {
-				log.Warn("re-adopt: cannot watch process", "err", err)
-				p = nil
+	var unrecorded *foundProc // p was found in /proc, not in the record
+	if p == nil && len(found) > 0 {
+		live := w.State != registry.StateStopping && w.State != registry.StateFailed
+		if l := leader(found); l != nil && live {
+			if q, err := m.adoptProcess(l.pid, l.startTime); err == nil {
+				p, unrecorded = q, l
+				log.Info("found the worker's unrecorded process", "found_pid", l.pid)
 			}
+		}
+		// Whatever else carries its id, outside the group taken over, is
+		// left from an earlier process: nobody supervises it.
+		var rest []foundProc
+		for _, f := range found {
+			if p == nil || f.pgid != p.pid {
+				rest = append(rest, f)
+			}
+		}
+		if len(rest) > 0 {
+			log.Warn("killing unrecorded processes of the worker", "count", len(rest))
+			m.killFound(rest)
 		}
 	}
 
 	switch w.State {
 	case registry.StateStopping, registry.StateFailed:
 		if p != nil {
-			p.signalGroup(syscall.SIGKILL)
-			waitFor(ctx, p.exited, 5*time.Second)
+			p.kill()
+			waitFor(ctx, p.exited, orphanKillWait)
 		}
 		if w.State == registry.StateStopping {
 			_, _ = m.reg.Remove(w.ID)
@@ -68,7 +138,7 @@ func (m *Monitor) readoptOne(ctx context.Context, w registry.Worker) {
 		return
 	}
 
-	if p != nil && m.probeOnce(ctx, w.URL) {
+	if p != nil && m.probeOnce(ctx, w.URL) && (unrecorded == nil || m.recordFound(s, &w, p, unrecorded.tokenHash)) {
 		m.claimPort(w.Port, w.ID)
 		m.reserveAgain(s, w)
 		s.proc = p
@@ -100,8 +170,8 @@ func (m *Monitor) readoptOne(ctx context.Context, w registry.Worker) {
 	why := "process gone when the hive restarted"
 	if p != nil {
 		why = "health probe failed when the hive restarted"
-		p.signalGroup(syscall.SIGKILL)
-		waitFor(ctx, p.exited, 5*time.Second)
+		p.kill()
+		waitFor(ctx, p.exited, orphanKillWait)
 	}
 	log.Info("not re-adopting worker", "reason", why)
 	m.claimPort(w.Port, w.ID)
@@ -116,6 +186,38 @@ func (m *Monitor) readoptOne(ctx context.Context, w registry.Worker) {
 	}
 	m.wg.Add(1)
 	go s.run(nil, false, nil, &restart.Exit{Kind: restart.ExitError, Code: -1}, why)
+}
+
+// recordFound records p, a live process found by its worker id that the
+// record does not name, as the worker's process: its pid and identity, and
+// its token's hash (from its environment) when known. False when the record
+// cannot be written: the process is then not adopted.
+func (m *Monitor) recordFound(s *supervisor, w *registry.Worker, p *process, tokenHash string) bool {
+	modelPath := w.ModelPath
+	if modelPath == "" {
+		// It was started, so its model was there; the record missed it.
+		if model, ok := m.prov.Cached(w.ModelRef); ok {
+			modelPath = model.LocalPath
+		}
+	}
+	next, err := m.reg.Update(w.ID, func(x *registry.Worker) error {
+		x.PID = p.pid
+		x.Process.PGID, x.Process.StartTime = p.pid, p.startTime
+		if tokenHash != "" {
+			x.Process.TokenHash = tokenHash
+		}
+		x.ModelPath = modelPath
+		return nil
+	})
+	if err != nil {
+		m.log.Warn("re-adopt: cannot record the found process", "worker_id", w.ID, "err", err)
+		return false
+	}
+	*w = next
+	s.mu.Lock()
+	s.tokenHash, s.modelPath = next.Process.TokenHash, next.ModelPath
+	s.mu.Unlock()
+	return true
 }
 
 // reserveAgain takes the worker's memory in this hive's fresh ledger. When it

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rbee-hive/rbee-hive/provisioner"
@@ -63,6 +64,12 @@ type Monitor struct {
 	closed   bool
 	detached bool
 	started  bool
+
+	procScans atomic.Int32 // passes over /proc at re-adoption (tests)
+	// testHookAfterExec, when set, runs after a worker's process is started
+	// and before its pid is recorded; returning true simulates the hive
+	// dying there: the process is let go and nothing more happens.
+	testHookAfterExec func(id string, pid int) bool
 }
 
 // Defaults applied by New to zero Config fields.

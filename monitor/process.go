@@ -102,11 +102,18 @@ func (m *Monitor) startProcess(argv, env []string, logf *os.File) (*process, err
 	return m.watchProcess(pid, pidfd, st, true)
 }
 
-// adoptProcess watches a process this monitor did not start.
+// adoptProcess watches a process this monitor did not start, if pid still
+// names the process that started at startTime.
 func (m *Monitor) adoptProcess(pid int, startTime uint64) (*process, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	// Checked with the pidfd open: it names one process, whatever
+	// happens to the pid number from now on.
+	if st, err := procStartTime(pid); err != nil || st != startTime {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pid %d: not the process that started at %d", pid, startTime)
 	}
 	return m.watchProcess(pid, fd, startTime, false)
 }

@@ -155,13 +155,24 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 		RestartPolicy: string(policy),
 		Process:       registry.Process{TokenHash: s.tokenHash, LogPath: s.logPath},
 	}
+	marked := false // a spawn marker names the process until the record does (orphans.go)
 	if pending == nil {
 		s.launchMu.Lock()
-		p, err = m.startWorkerProcess(s)
+		marked = m.cfg.Persistent
+		p, err = m.startWorkerProcess(s, marked)
 		if err != nil {
 			s.launchMu.Unlock()
 			undo()
+			if marked {
+				m.removeMarker(id)
+			}
 			return registry.Worker{}, fmt.Errorf("spawn: %w", err)
+		}
+		if h := m.testHookAfterExec; h != nil && h(id, p.pid) {
+			p.release()
+			s.launchMu.Unlock()
+			undo()
+			return registry.Worker{}, errSimulatedCrash
 		}
 		s.proc = p
 		w.PID = p.pid
@@ -176,11 +187,17 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 		}
 		undo()
 		unlock()
+		if marked {
+			m.removeMarker(id)
+		}
 		return registry.Worker{}, fmt.Errorf("spawn: %w", err)
 	}
 	close(s.registered)
 	// The record exists: a ready callback (waiting in current) may go on.
 	unlock()
+	if marked {
+		m.removeMarker(id) // the record names the process now
+	}
 	m.touchLater(canonical)
 	m.wg.Add(1)
 	go s.run(p, false, pending, nil, "")
@@ -188,6 +205,9 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 		"backend", req.Backend, "device", s.device, "port", port, "correlation_id", req.CorrelationID)
 	return w, nil
 }
+
+// errSimulatedCrash is what a spawn returns when testHookAfterExec stopped it.
+var errSimulatedCrash = errors.New("simulated hive crash after exec")
 
 // awaitSize waits until the provision knows the model's size, is ready, or
 // failed (its typed error).
@@ -357,7 +377,8 @@ func (m *Monitor) releasePort(port int, id string) {
 
 // startWorkerProcess builds the command and environment from the template
 // and starts the worker's process, its output appended to its log file.
-func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
+// With mark, the worker's spawn marker is made before the exec.
+func (m *Monitor) startWorkerProcess(s *supervisor, mark bool) (*process, error) {
 	s.mu.Lock()
 	token, modelPath, port := s.token, s.modelPath, s.port
 	s.mu.Unlock()
@@ -394,6 +415,11 @@ func (m *Monitor) startWorkerProcess(s *supervisor) (*process, error) {
 		return nil, fmt.Errorf("%w: worker log: %v", ErrSpawnFailed, err)
 	}
 	defer logf.Close() // the child has its own descriptor
+	if mark {
+		if err := m.writeMarker(s.id, s.logPath); err != nil {
+			return nil, fmt.Errorf("%w: spawn marker: %v", ErrSpawnFailed, err)
+		}
+	}
 	p, err := m.startProcess(argv, env, logf)
 	if err != nil {
 		return nil, err

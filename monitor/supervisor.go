@@ -263,9 +263,13 @@ func (s *supervisor) launch() (*process, error) {
 		s.mu.Unlock()
 		s.m.log.Info("worker port taken, moving", "worker_id", s.id, "old_port", oldPort, "port", port)
 	}
-	p, err := s.m.startWorkerProcess(s)
+	p, err := s.m.startWorkerProcess(s, false)
 	if err != nil {
 		return nil, err
+	}
+	if h := s.m.testHookAfterExec; h != nil && h(s.id, p.pid) {
+		p.release()
+		return nil, errHalted
 	}
 	s.mu.Lock()
 	s.proc = p
