@@ -220,19 +220,26 @@ func (m *Monitor) recordFound(s *supervisor, w *registry.Worker, p *process, tok
 	return true
 }
 
-// reserveAgain takes the worker's memory in this hive's fresh ledger. When it
+// reserveAgain takes the worker's memory in this hive's fresh ledger: what
+// the record says was reserved, or, for a record from before that was
+// recorded, what the model's record or the catalog says it needs. When it
 // does not fit (someone else took it meanwhile) the worker runs unreserved
 // and a warning says so.
 func (m *Monitor) reserveAgain(s *supervisor, w registry.Worker) {
-	var required uint64
-	if model, ok := m.prov.Cached(w.ModelRef); ok {
-		required = m.requiredBytes(w.ModelRef, model.VRAMBytes, model.SizeBytes)
-	} else if w.VRAMBytes > 0 {
-		required = uint64(w.VRAMBytes)
+	required := w.Process.ReservedBytes
+	if required == 0 {
+		if model, ok := m.prov.Cached(w.ModelRef); ok {
+			required = m.requiredBytes(w.ModelRef, model.VRAMBytes, model.SizeBytes)
+		} else if w.VRAMBytes > 0 {
+			required = uint64(w.VRAMBytes)
+		}
 	}
+	s.mu.Lock()
+	s.reserveBytes = required
+	s.mu.Unlock()
 	resv, err := m.res.Reserve(w.Backend, w.Device, required, w.ID)
 	if err != nil {
-		m.log.Warn("re-adopt: cannot reserve device memory", "worker_id", w.ID, "err", err)
+		m.log.Warn("re-adopt: cannot reserve device memory", "worker_id", w.ID, "bytes", required, "err", err)
 		return
 	}
 	s.mu.Lock()

@@ -75,6 +75,8 @@ type harness struct {
 	modelRef string
 	stateDir string
 	monMu    sync.Mutex // guards m for the hive handler
+	provCfg  provisioner.Config
+	resOpts  resources.Options
 }
 
 type harnessOpts struct {
@@ -155,7 +157,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.hub = hub
 	t.Cleanup(func() { hub.Close() })
-	h.prov, err = provisioner.New(provisioner.Config{
+	h.provCfg = provisioner.Config{
 		CacheDir:     t.TempDir(),
 		Endpoint:     hub.URL(),
 		Token:        "-",
@@ -164,22 +166,16 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		RetryInitial: time.Millisecond,
 		Logger:       testLogger(t),
 		MaxAttempts:  2,
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.prov.Close() })
+	h.openProvisioner()
 	if !o.uncached {
 		if _, err := h.prov.Ensure(context.Background(), h.modelRef); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	h.res, err = resources.New(resources.Options{NVMLMock: o.nvml, DisableCUDA: o.nvml == "", Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.res.Close() })
+	h.resOpts = resources.Options{NVMLMock: o.nvml, DisableCUDA: o.nvml == "", Logger: testLogger(t)}
+	h.openResources()
 	h.openRegistry()
 
 	h.hive = httptest.NewServer(http.HandlerFunc(h.serveHive))
@@ -195,6 +191,27 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.newMonitor()
 	return h
+}
+
+// openProvisioner opens a provisioner on the harness's cache (again, for a
+// hive that restarts: it resumes what the last one left partial).
+func (h *harness) openProvisioner() {
+	prov, err := provisioner.New(h.provCfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.prov = prov
+	h.t.Cleanup(func() { prov.Close() })
+}
+
+// openResources opens a fresh device ledger, as a restarted hive has.
+func (h *harness) openResources() {
+	res, err := resources.New(h.resOpts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.res = res
+	h.t.Cleanup(func() { res.Close() })
 }
 
 func (h *harness) openRegistry() {

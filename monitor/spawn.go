@@ -132,7 +132,7 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 	s.backend, s.device, s.modelRef = req.Backend, resv.Device(), canonical
 	s.port, s.url = port, "http://127.0.0.1:"+strconv.Itoa(port)
 	s.corrID = req.CorrelationID
-	s.token, s.tokenHash, s.resv = token, hashToken(token), resv
+	s.token, s.tokenHash, s.resv, s.reserveBytes = token, hashToken(token), resv, resv.Bytes()
 	if pending == nil {
 		s.modelPath = model.LocalPath
 	}
@@ -153,7 +153,7 @@ func (m *Monitor) Spawn(ctx context.Context, req SpawnRequest) (registry.Worker,
 		ID: id, ModelRef: canonical, ModelPath: s.modelPath, Backend: req.Backend,
 		Device: s.device, State: registry.StateLoading, URL: s.url, Port: port,
 		RestartPolicy: string(policy),
-		Process:       registry.Process{TokenHash: s.tokenHash, LogPath: s.logPath},
+		Process:       registry.Process{TokenHash: s.tokenHash, LogPath: s.logPath, ReservedBytes: s.reserveBytes},
 	}
 	marked := false // a spawn marker names the process until the record does (orphans.go)
 	if pending == nil {

@@ -55,13 +55,16 @@ type supervisor struct {
 	tokenHash string
 	modelPath string
 	resv      *resources.Reservation
-	proc      *process
-	tracker   *restart.Tracker
-	stopping  bool
-	detached  bool
-	failures  int
-	lastProbe time.Time
-	outcome   Outcome
+	// reserveBytes is what the worker reserves (resv's size when it holds
+	// one), recorded so the next hive reserves exactly that again.
+	reserveBytes uint64
+	proc         *process
+	tracker      *restart.Tracker
+	stopping     bool
+	detached     bool
+	failures     int
+	lastProbe    time.Time
+	outcome      Outcome
 }
 
 func (m *Monitor) newSupervisor(id string, policy restart.Policy) *supervisor {
@@ -296,7 +299,8 @@ func (s *supervisor) launch() (*process, error) {
 func (s *supervisor) processRecord(p *process) registry.Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return registry.Process{PGID: p.pid, StartTime: p.startTime, TokenHash: s.tokenHash, LogPath: s.logPath}
+	return registry.Process{PGID: p.pid, StartTime: p.startTime, TokenHash: s.tokenHash, LogPath: s.logPath,
+		ReservedBytes: s.reserveBytes}
 }
 
 // awaitReady waits for the ready callback, or polls the health path, until

@@ -73,6 +73,25 @@ func TestPersistRoundTrip(t *testing.T) {
 	}
 }
 
+// TestFileWithoutReservedBytesLoads: a state file written before
+// Process.ReservedBytes existed loads, the field 0 (not known).
+func TestFileWithoutReservedBytesLoads(t *testing.T) {
+	dir := t.TempDir()
+	writeState(t, dir, `{"version":1,"seq":4,"workers":[{"worker_id":"old","pid":77,"model_ref":"file:/m",`+
+		`"model_path":"/m","backend":"cpu","device":0,"state":"idle","url":"http://127.0.0.1:9000","port":9000,`+
+		`"vram_bytes":0,"restart_policy":"on-failure","restart_count":0,"last_exit":null,"last_error":"",`+
+		`"created_at":"2026-01-02T03:04:05Z","ready_at":null,"last_heartbeat":null,`+
+		`"process":{"pgid":77,"start_time":5,"token_hash":"ab","log_path":"/l"}}]}`)
+	r := openDir(t, dir)
+	w := mustGet(t, r, "old")
+	if w.Process != (Process{PGID: 77, StartTime: 5, TokenHash: "ab", LogPath: "/l"}) || w.PID != 77 || w.Port != 9000 {
+		t.Fatalf("old record loaded as %+v", w)
+	}
+	if r.Seq() != 4 {
+		t.Fatalf("Seq = %d", r.Seq())
+	}
+}
+
 // sameWorker compares records the way JSON keeps them (instants, not
 // monotonic readings or locations).
 func sameWorker(a, b Worker) bool {

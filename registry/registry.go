@@ -53,6 +53,10 @@ type Process struct {
 	StartTime uint64 `json:"start_time"` // /proc/<pid>/stat field 22, clock ticks since boot
 	TokenHash string `json:"token_hash"` // hex sha256 of the worker's RBEE_WORKER_TOKEN
 	LogPath   string `json:"log_path"`
+	// ReservedBytes is the device memory the hive reserved for the worker,
+	// reserved again by the next hive. 0: not known (a file written before
+	// the field existed).
+	ReservedBytes uint64 `json:"reserved_bytes,omitempty"`
 }
 
 // Worker is one worker record, as served by the API.

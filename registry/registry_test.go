@@ -49,7 +49,8 @@ func fullWorker(id string) Worker {
 		VRAMBytes: 1 << 30, RestartPolicy: "on-failure", RestartCount: 2,
 		LastExit:  &Exit{Code: &code, Reason: "error", At: ready.Add(-time.Hour)},
 		LastError: "boom", CreatedAt: ready.Add(-2 * time.Hour), ReadyAt: &ready, LastHeartbeat: &beat,
-		Process: Process{PGID: 4242, StartTime: 123456789, TokenHash: "abcd", LogPath: "/state/logs/" + id + ".log"},
+		Process: Process{PGID: 4242, StartTime: 123456789, TokenHash: "abcd", LogPath: "/state/logs/" + id + ".log",
+			ReservedBytes: 3 << 30},
 	}
 }
 

@@ -1,0 +1,51 @@
+package monitor
+
+import (
+	"context"
+	"testing"
+
+	"github.com/rbee-hive/rbee-hive/provisioner"
+	"github.com/rbee-hive/rbee-hive/registry"
+)
+
+// TestReadoptReservesWhatTheSpawnReserved: spawns by two catalog names of
+// one model reserve each name's vram_bytes, while the model's own record
+// knows one of them; the next hive, with a fresh ledger, reserves exactly
+// what each reserved, for an adopted worker and for one it relaunches.
+func TestReadoptReservesWhatTheSpawnReserved(t *testing.T) {
+	const small, large = 1 << 20, 3 << 20
+	h := newHarness(t, harnessOpts{stateDir: t.TempDir(), vram: small,
+		catalog: []provisioner.CatalogEntry{{Name: "tiny-long-context", ModelRef: "{model}", VRAMBytes: large}}})
+	var ws []registry.Worker
+	for _, name := range []string{"tiny", "tiny-long-context"} {
+		w, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: name, Backend: "cpu"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, h.waitReady(w.ID))
+	}
+	if got := h.reservedBytes(); got != small+large {
+		t.Fatalf("reserved %d, want %d", got, small+large)
+	}
+	h.mon().Detach()
+	h.mon().Close()
+	h.reg.Close()
+	// One dies while no hive runs: the next relaunches it.
+	killGroup(ws[1].PID)
+	waitUntil(t, "worker dead", func() bool { return pidGone(ws[1].PID) })
+	reapOurChild(ws[1].PID)
+
+	h.openResources()
+	h.openRegistry()
+	h.newMonitor()
+	h.waitFor(ws[0].ID, "adopted", func(x registry.Worker) bool { return x.State == registry.StateIdle && x.PID == ws[0].PID })
+	h.waitFor(ws[1].ID, "relaunched", func(x registry.Worker) bool {
+		return x.State == registry.StateIdle && x.PID != 0 && x.PID != ws[1].PID
+	})
+	if got := h.reservedBytes(); got != small+large {
+		t.Fatalf("the next hive reserved %d, want %d", got, small+large)
+	}
+	if r, _ := h.reg.Get(ws[1].ID); r.Process.ReservedBytes != large {
+		t.Fatalf("relaunched record carries %d reserved bytes, want %d", r.Process.ReservedBytes, large)
+	}
+}
