@@ -16,7 +16,7 @@ import (
 // a reused pid is someone else's) and handed to the restart policy as an
 // exit of unknown status. Failed records stay failed; a record left in
 // stopping is finished off and removed; a worker whose model was still
-// downloading is failed (spawn it again).
+// downloading has it provisioned again and starts once it is there.
 //
 // A record whose process is unknown (pid 0, gone or reused), and a spawn
 // marker without a record, may still have a process the previous hive
@@ -173,17 +173,28 @@ func (m *Monitor) readoptOne(ctx context.Context, w registry.Worker, p *process,
 		p.kill()
 		waitFor(ctx, p.exited, orphanKillWait)
 	}
-	log.Info("not re-adopting worker", "reason", why)
 	m.claimPort(w.Port, w.ID)
 	m.reserveAgain(s, w)
 	if !m.track(s) {
 		return
 	}
 	if w.ModelPath == "" {
-		close(s.done)
-		s.giveUp(nil, "hive restarted while the model was provisioning")
+		// Its model was still provisioning: provision it again (the
+		// provisioner resumes a partial download) and go on as a fresh
+		// spawn would, its memory reserved again above.
+		pr, err := m.prov.Start(w.ModelRef)
+		if err != nil {
+			close(s.done)
+			s.giveUp(nil, "hive restarted while the model was provisioning; provisioning it again failed: "+err.Error())
+			return
+		}
+		log.Info("hive restarted while the worker's model was provisioning: provisioning it again")
+		m.touchLater(w.ModelRef)
+		m.wg.Add(1)
+		go s.run(nil, false, pr, nil, "")
 		return
 	}
+	log.Info("not re-adopting worker", "reason", why)
 	m.wg.Add(1)
 	go s.run(nil, false, nil, &restart.Exit{Kind: restart.ExitError, Code: -1}, why)
 }

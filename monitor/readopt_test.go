@@ -2,11 +2,52 @@ package monitor
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/rbee-hive/rbee-hive/provisioner"
+	"github.com/rbee-hive/rbee-hive/provisioner/hubtest"
 	"github.com/rbee-hive/rbee-hive/registry"
 )
+
+// TestReadoptProvisionsAgainAModelStillDownloading: the hive dies while a
+// spawned worker's model downloads. The next hive provisions the model
+// again (resuming what is on disk), reserves the worker's memory again and
+// starts it as the spawn would have: no restart counted, no failure.
+func TestReadoptProvisionsAgainAModelStillDownloading(t *testing.T) {
+	h := newHarness(t, harnessOpts{stateDir: t.TempDir()})
+	// The first download is cut half way and then stalls: the hive dies
+	// meanwhile. The next request is served in full.
+	if _, err := h.hub.AddRepo("acme/slow", &hubtest.File{Path: "m.gguf", Content: hubtest.Synthetic(5, 1<<20), LFS: true,
+		Faults: hubtest.Faults{CutAfter: 512 << 10, CutTimes: 1, Stall: time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: "hf:acme/slow/m.gguf", Backend: "cpu"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserved := h.reservedBytes()
+	if w.PID != 0 || w.ModelPath != "" || reserved == 0 {
+		t.Fatalf("spawn of a downloading model: %+v (reserved %d)", w, reserved)
+	}
+	h.mon().Detach()
+	h.mon().Close()
+	h.reg.Close()
+	h.prov.Close() // the download dies with the hive
+
+	h.openProvisioner()
+	h.openResources()
+	h.openRegistry()
+	h.newMonitor()
+	if got := h.reservedBytes(); got != reserved {
+		t.Fatalf("the next hive reserved %d, want %d", got, reserved)
+	}
+	r := h.waitReady(w.ID)
+	if r.PID <= 0 || !strings.HasPrefix(r.ModelPath, h.prov.CacheDir()) || r.RestartCount != 0 || r.LastError != "" {
+		t.Fatalf("ready record: %+v", r)
+	}
+}
 
 // TestReadoptReservesWhatTheSpawnReserved: spawns by two catalog names of
 // one model reserve each name's vram_bytes, while the model's own record
