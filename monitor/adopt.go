@@ -109,11 +109,12 @@ func (m *Monitor) readoptOne(ctx context.Context, w registry.Worker, p *process,
 				log.Info("found the worker's unrecorded process", "found_pid", l.pid)
 			}
 		}
-		// Whatever else carries its id, outside the group taken over, is
-		// left from an earlier process: nobody supervises it.
+		// Whatever else carries its id, neither in the group taken over nor
+		// below its leader, is left from an earlier process: nobody
+		// supervises it.
 		var rest []foundProc
 		for _, f := range found {
-			if p == nil || f.pgid != p.pid {
+			if p == nil || (f.pgid != p.pid && !descendantOf(f.pid, p.pid)) {
 				rest = append(rest, f)
 			}
 		}

@@ -129,8 +129,8 @@ func scanWorkerProcesses(want map[string]bool) map[string][]foundProc {
 		if unix.Stat(dir, &st) != nil || st.Uid != uid {
 			continue // someone else's: its environment is not ours to read
 		}
-		start, pgid, alive, err := procStat(pid)
-		if err != nil || !alive {
+		pi, err := procStat(pid)
+		if err != nil || !pi.alive {
 			continue
 		}
 		env, err := os.ReadFile(dir + "/environ")
@@ -141,10 +141,10 @@ func scanWorkerProcesses(want map[string]bool) map[string][]foundProc {
 		if id == "" || !want[id] {
 			continue
 		}
-		if again, _, alive, err := procStat(pid); err != nil || !alive || again != start {
+		if again, err := procStat(pid); err != nil || !again.alive || again.start != pi.start {
 			continue // ended, or the pid was reused while we read
 		}
-		f := foundProc{pid: pid, pgid: pgid, startTime: start}
+		f := foundProc{pid: pid, pgid: pi.pgid, startTime: pi.start}
 		if tok := envValue(env, "RBEE_WORKER_TOKEN"); tok != "" {
 			f.tokenHash = hashToken(tok)
 		}
@@ -165,28 +165,58 @@ func envValue(env []byte, key string) string {
 	return val
 }
 
-// procStat reads the start time (field 22) and process group (field 5) of
-// pid from /proc/<pid>/stat; alive is false for a zombie.
-func procStat(pid int) (start uint64, pgid int, alive bool, err error) {
+// procInfo is what /proc/<pid>/stat says of a process.
+type procInfo struct {
+	start uint64 // field 22, clock ticks since boot
+	ppid  int    // field 4
+	pgid  int    // field 5
+	alive bool   // not a zombie
+}
+
+func procStat(pid int) (procInfo, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false, err
+		return procInfo{}, err
 	}
+	malformed := errors.New("/proc/" + strconv.Itoa(pid) + "/stat: malformed")
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, 0, false, errors.New("/proc/" + strconv.Itoa(pid) + "/stat: malformed")
+		return procInfo{}, malformed
 	}
 	f := bytes.Fields(b[i+1:]) // f[0] is field 3 (state)
 	if len(f) < 20 {
-		return 0, 0, false, errors.New("/proc/" + strconv.Itoa(pid) + "/stat: malformed")
+		return procInfo{}, malformed
 	}
-	if pgid, err = strconv.Atoi(string(f[2])); err != nil {
-		return 0, 0, false, err
+	var pi procInfo
+	if pi.ppid, err = strconv.Atoi(string(f[1])); err != nil {
+		return procInfo{}, malformed
 	}
-	if start, err = strconv.ParseUint(string(f[19]), 10, 64); err != nil {
-		return 0, 0, false, err
+	if pi.pgid, err = strconv.Atoi(string(f[2])); err != nil {
+		return procInfo{}, malformed
 	}
-	return start, pgid, f[0][0] != 'Z' && f[0][0] != 'X', nil
+	if pi.start, err = strconv.ParseUint(string(f[19]), 10, 64); err != nil {
+		return procInfo{}, malformed
+	}
+	pi.alive = f[0][0] != 'Z' && f[0][0] != 'X'
+	return pi, nil
+}
+
+// descendantOf reports whether pid is ancestor or runs below it.
+func descendantOf(pid, ancestor int) bool {
+	for range 64 { // a bound, in case the tree changes under us
+		if pid == ancestor {
+			return true
+		}
+		if pid <= 1 {
+			return false
+		}
+		pi, err := procStat(pid)
+		if err != nil {
+			return false
+		}
+		pid = pi.ppid
+	}
+	return false
 }
 
 // killFound kills found processes (and the groups of those that lead one)
@@ -222,9 +252,9 @@ func (p *process) kill() {
 
 // pgid returns the process's group now (0 when it cannot be read).
 func (p *process) pgid() int {
-	_, pgid, _, err := procStat(p.pid)
+	pi, err := procStat(p.pid)
 	if err != nil {
 		return 0
 	}
-	return pgid
+	return pi.pgid
 }

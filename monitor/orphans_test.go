@@ -190,3 +190,39 @@ func BenchmarkSpawnMarker(b *testing.B) {
 		h.mon().removeMarker("w")
 	}
 }
+
+// TestReadoptKillsWhatAnEndedWorkerLeftBehind: a worker dies while no hive
+// runs and leaves its child (in its group, with its environment) running.
+// The next hive finds the child by the worker's id, kills it, and
+// relaunches the worker.
+func TestReadoptKillsWhatAnEndedWorkerLeftBehind(t *testing.T) {
+	h := newHarness(t, harnessOpts{stateDir: t.TempDir(), env: []string{"RBEE_REF_SPAWN_CHILD=1"}})
+	w := h.spawn("on-failure")
+	h.waitReady(w.ID)
+	child := childPID(t, h, w.ID)
+	h.mon().Detach()
+	h.mon().Close()
+	h.reg.Close()
+	if err := syscallKill(w.PID); err != nil { // the worker only, not its group
+		t.Fatal(err)
+	}
+	waitUntil(t, "worker dead", func() bool { return pidGone(w.PID) })
+	reapOurChild(w.PID)
+	if pidGone(child) {
+		t.Fatal("the worker's child should outlive it")
+	}
+
+	h.openRegistry()
+	h.newMonitor()
+	waitUntil(t, "the left-behind child killed", func() bool { return pidGone(child) })
+	h.waitFor(w.ID, "relaunched", func(x registry.Worker) bool {
+		return x.State == registry.StateIdle && x.PID != 0 && x.PID != w.PID
+	})
+}
+
+func TestDescendantOf(t *testing.T) {
+	self := os.Getpid()
+	if !descendantOf(self, self) || !descendantOf(self, os.Getppid()) || descendantOf(os.Getppid(), self) {
+		t.Fatal("descendantOf is wrong about this process and its parent")
+	}
+}
