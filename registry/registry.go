@@ -571,11 +571,20 @@ func onlyLiveness(cur, next *Worker) bool {
 	if cur.State != next.State && (!liveState(cur.State) || !liveState(next.State)) {
 		return false
 	}
+	return equalBeyondLiveness(cur, next, nil)
+}
+
+// equalBeyondLiveness reports whether cur and next are equal once the
+// liveness fields (heartbeat, ready_at, vram_bytes, state) and whatever
+// clear also resets, applied to copies of both, are set aside.
+func equalBeyondLiveness(cur, next *Worker, clear func(*Worker)) bool {
 	a, b := *cur, *next
-	a.LastHeartbeat, b.LastHeartbeat = nil, nil
-	a.ReadyAt, b.ReadyAt = nil, nil
-	a.VRAMBytes, b.VRAMBytes = 0, 0
-	a.State, b.State = "", ""
+	for _, w := range []*Worker{&a, &b} {
+		w.LastHeartbeat, w.ReadyAt, w.VRAMBytes, w.State = nil, nil, 0, ""
+		if clear != nil {
+			clear(w)
+		}
+	}
 	return reflect.DeepEqual(a, b)
 }
 
@@ -599,16 +608,9 @@ func processEnded(cur, next *Worker) bool {
 	default:
 		return false
 	}
-	a, b := *cur, *next
-	a.LastHeartbeat, b.LastHeartbeat = nil, nil
-	a.ReadyAt, b.ReadyAt = nil, nil
-	a.VRAMBytes, b.VRAMBytes = 0, 0
-	a.State, b.State = "", ""
-	a.PID = 0
-	a.LastExit, b.LastExit = nil, nil
-	a.LastError, b.LastError = "", ""
-	a.RestartCount, b.RestartCount = 0, 0
-	return reflect.DeepEqual(a, b)
+	return equalBeyondLiveness(cur, next, func(w *Worker) {
+		w.PID, w.LastExit, w.LastError, w.RestartCount = 0, nil, "", 0
+	})
 }
 
 func liveState(s State) bool {
