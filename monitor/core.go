@@ -34,10 +34,10 @@ type models interface {
 // Monitor supervises workers. Safe for concurrent use.
 //
 // Every worker has a supervisor: one goroutine that starts its process,
-// waits for readiness, probes health and applies the restart policy, plus
-// one goroutine per live process that waits on the process's pidfd, so an
-// exit is seen the moment it happens, for children and re-adopted workers
-// alike (and Detach can let go of a process without waiting for it).
+// waits for readiness, probes health and applies the restart policy. One
+// exit watcher for all processes waits on their pidfds, so an exit is seen
+// the moment it happens, for children and re-adopted workers alike (and
+// Detach can let go of a process without waiting for it).
 type Monitor struct {
 	cfg  Config
 	reg  *registry.Registry
@@ -51,6 +51,7 @@ type Monitor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the monitor owns
 	forkq  chan func()    // run on the forker thread (see forker)
+	exits  *exitWatcher   // sees every process's exit
 	touchq chan struct{}  // wakes the toucher (buffer 1)
 
 	logDir    string
@@ -141,10 +142,22 @@ func newMonitor(cfg Config, reg *registry.Registry, res *resources.Manager, prov
 	if cfg.Readiness == ReadinessCallback && cfg.HiveURL == "" {
 		m.log.Warn("worker readiness is callback but no hive URL is set: workers cannot report ready")
 	}
+	exits, err := newExitWatcher()
+	if err != nil {
+		if m.ownLogDir {
+			_ = os.RemoveAll(m.logDir)
+		}
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	m.exits = exits
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.forker()
 	go m.toucher()
+	go func() {
+		defer m.wg.Done()
+		m.exits.run()
+	}()
 	return m, nil
 }
 
@@ -348,6 +361,7 @@ func (m *Monitor) Close() error {
 	m.mu.Unlock()
 	m.Detach()
 	m.cancel()
+	m.exits.close()
 	m.wg.Wait()
 	m.hc.CloseIdleConnections()
 	if m.ownLogDir && m.reg.Len() == 0 {

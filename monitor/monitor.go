@@ -9,9 +9,10 @@
 //   - Each worker runs in its own process group (its children are killed with
 //     it, after every exit and at stop), with stdout and stderr appended to
 //     LogDir/<worker_id>.log (capped, see Logs).
-//   - Exits are seen at once through a pidfd watched by the runtime's
-//     poller, the same way for workers this monitor started and for workers
-//     it re-adopted; its own children are reaped, so no zombie is left.
+//   - Exits are seen at once through pidfds, all in one epoll instance
+//     that the runtime's poller watches (one goroutine), the same way for
+//     workers this monitor started and for workers it re-adopted; its own
+//     children are reaped, so no zombie is left.
 //   - Without persistence, workers get a parent-death signal (SIGKILL) and
 //     die with the hive; processes are started from one OS thread locked
 //     for the monitor's lifetime, because the signal follows the forking

@@ -243,11 +243,7 @@ func (p *process) kill() {
 	if p.pid == p.pgid() {
 		p.signalGroup(syscall.SIGKILL)
 	}
-	if rc, err := p.pidfd.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			_ = unix.PidfdSendSignal(int(fd), unix.SIGKILL, nil, 0)
-		})
-	}
+	p.signalSelf(unix.SIGKILL)
 }
 
 // pgid returns the process's group now (0 when it cannot be read).

@@ -16,13 +16,16 @@ import (
 )
 
 // process is one OS process of a worker: started by this monitor or
-// re-adopted from a previous hive. Its exit is watched through a pidfd.
+// re-adopted from a previous hive. Its exit is watched through a pidfd, by
+// the monitor's exitWatcher.
 type process struct {
 	pid       int // also its process group id
 	startTime uint64
 	startedAt time.Time
 	child     bool // started by this monitor (else re-adopted)
-	pidfd     *os.File
+	pidfd     int  // owned by the exit watcher once watched
+	watcher   *exitWatcher
+	watchID   uint64 // the watcher's key for it
 
 	exited chan struct{} // closed once the process has ended (and was reaped, if ours)
 	ctx    context.Context
@@ -119,67 +122,25 @@ func (m *Monitor) adoptProcess(pid int, startTime uint64) (*process, error) {
 }
 
 func (m *Monitor) watchProcess(pid, fd int, startTime uint64, child bool) (*process, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("pidfd nonblock: %w", err)
-	}
 	p := &process{pid: pid, startTime: startTime, startedAt: time.Now(), child: child,
-		pidfd: os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid)), exited: make(chan struct{})}
+		pidfd: fd, exited: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(m.ctx)
-	m.wg.Add(1)
-	go m.waitExit(p, child)
+	if err := m.exits.watch(p); err != nil {
+		p.cancel()
+		unix.Close(fd)
+		if child {
+			// Nobody would see it end: end it now rather than leave it.
+			p.signalGroup(syscall.SIGKILL)
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(pid, &ws, 0, nil)
+		}
+		return nil, err
+	}
 	return p, nil
 }
 
-// waitExit waits (in the runtime's poller, no thread held) until the pidfd
-// is readable, that is the process has exited. Closing the pidfd (detach)
-// ends the wait without reaping.
-func (m *Monitor) waitExit(p *process, child bool) {
-	defer m.wg.Done()
-	defer p.cancel()
-	rc, err := p.pidfd.SyscallConn()
-	if err == nil {
-		err = rc.Read(func(fd uintptr) bool {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, perr := unix.Poll(fds, 0)
-			return perr == nil && n > 0
-		})
-	}
-	if err != nil {
-		return // detached: the pidfd was closed
-	}
-	// The process is a zombie now (when ours), so its pid, and with it the
-	// group id, cannot be reused: kill what is left of the group first.
-	p.signalGroup(syscall.SIGKILL)
-	var ws unix.WaitStatus
-	opts := 0
-	if !child {
-		// Not started by us: reap only if it is our child after all (a
-		// monitor dropped in this process); never block on someone else's.
-		opts = unix.WNOHANG
-	}
-	for {
-		wpid, err := unix.Wait4(p.pid, &ws, opts, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err == nil && wpid == p.pid {
-			p.known = true
-			if ws.Signaled() {
-				p.signal = unix.SignalName(ws.Signal())
-				p.code = -1
-			} else {
-				p.code = ws.ExitStatus()
-			}
-		}
-		break
-	}
-	_ = p.pidfd.Close()
-	close(p.exited)
-}
-
 // release lets go of a process without waiting for it (detach).
-func (p *process) release() { _ = p.pidfd.Close() }
+func (p *process) release() { p.watcher.forget(p) }
 
 // procStartTime reads field 22 of /proc/<pid>/stat: the start time in clock
 // ticks since boot, which tells a process from a later one with its pid.
