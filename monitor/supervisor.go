@@ -25,7 +25,9 @@ var errHalted = errors.New("supervision halted")
 
 // supervisor owns one worker: its process over restarts, readiness, health
 // probes and restart decisions. Its goroutine (run) is the only one that
-// starts processes for the worker after the first; Stop and Detach halt it.
+// starts processes for the worker after the first; while a process is live
+// there is none (see watchLive), and whichever ends the live watch goes on
+// as it. Stop and Detach halt it.
 type supervisor struct {
 	m        *Monitor
 	id       string
@@ -36,9 +38,11 @@ type supervisor struct {
 	logPath  string
 	corrID   string
 
-	registered chan struct{} // closed once the record exists
-	readyCh    chan *process // a process that became ready (buffer 1)
-	stopCh     chan struct{} // closed by Stop or Detach
+	registered chan struct{}   // closed once the record exists
+	readyCh    chan *process   // a process that became ready (buffer 1)
+	stopCh     chan struct{}   // closed by Stop or Detach
+	stopCtx    context.Context // cancelled with stopCh closed (for context.AfterFunc)
+	stopCancel context.CancelFunc
 	haltOnce   sync.Once
 	done       chan struct{} // closed when run returns
 	stopDone   chan struct{} // closed when Stop finished
@@ -68,7 +72,9 @@ type supervisor struct {
 }
 
 func (m *Monitor) newSupervisor(id string, policy restart.Policy) *supervisor {
+	stopCtx, stopCancel := context.WithCancel(context.Background())
 	return &supervisor{
+		stopCtx: stopCtx, stopCancel: stopCancel,
 		m: m, id: id, policy: policy,
 		registered: make(chan struct{}),
 		readyCh:    make(chan *process, 1),
@@ -80,7 +86,12 @@ func (m *Monitor) newSupervisor(id string, policy restart.Policy) *supervisor {
 	}
 }
 
-func (s *supervisor) halt() { s.haltOnce.Do(func() { close(s.stopCh) }) }
+func (s *supervisor) halt() {
+	s.haltOnce.Do(func() {
+		close(s.stopCh)
+		s.stopCancel()
+	})
+}
 
 func (s *supervisor) halted() bool {
 	select {
@@ -141,33 +152,42 @@ func (s *supervisor) releaseHolds() {
 // It starts from one of: a process Spawn started (p), a provision to wait
 // for (pending), a re-adopted process (p, adopted), or an exit to apply the
 // policy to (initial, for a worker a previous hive left that could not be
-// re-adopted).
+// re-adopted). The caller added one to the monitor's WaitGroup for it.
 func (s *supervisor) run(p *process, adopted bool, pending *provisioner.Provision, initial *restart.Exit, why string) {
-	defer s.m.wg.Done()
-	defer close(s.done)
 	if pending != nil {
 		if err := s.awaitProvision(pending); err != nil {
 			if !errors.Is(err, errHalted) {
 				s.giveUp(nil, err.Error())
 			}
+			s.finish()
 			return
 		}
 	}
 	if initial != nil {
 		if !s.afterExit(nil, *initial, why) {
+			s.finish()
 			return
 		}
 	}
+	s.loop(p, adopted)
+}
+
+// loop starts processes and waits for them to be ready until supervision
+// ends (finish) or a process is live: its goroutine then returns and the
+// live watch (watchLive) goes on from the process's end on another.
+func (s *supervisor) loop(p *process, adopted bool) {
 	for {
 		if p == nil {
 			var err error
 			p, err = s.launch()
 			if errors.Is(err, errHalted) {
+				s.finish()
 				return
 			}
 			if err != nil {
 				s.m.log.Warn("worker start failed", "worker_id", s.id, "err", err)
 				if !s.afterExit(nil, restart.Exit{Kind: restart.ExitStartFailed}, err.Error()) {
+					s.finish()
 					return
 				}
 				continue
@@ -180,17 +200,41 @@ func (s *supervisor) run(p *process, adopted bool, pending *provisioner.Provisio
 			ready, why = s.awaitReady(p)
 		}
 		if ready {
-			why = s.superviseLive(p)
-		}
-		if s.halted() {
+			s.watchLive(p)
 			return
 		}
-		<-p.exited
-		if !s.afterExit(p, p.classify(), why) {
+		if !s.afterLife(p, why) {
+			s.finish()
 			return
 		}
 		p = nil
 	}
+}
+
+// afterLife waits for p's end and applies the restart policy to it; false
+// when supervision ends.
+func (s *supervisor) afterLife(p *process, why string) bool {
+	if s.halted() {
+		return false
+	}
+	<-p.exited
+	return s.afterExit(p, p.classify(), why)
+}
+
+// liveEnded goes on from a live process's end (exit, halt, or killed for
+// failed probes): what run did after it, then the loop again.
+func (s *supervisor) liveEnded(p *process, why string) {
+	if !s.afterLife(p, why) {
+		s.finish()
+		return
+	}
+	s.loop(nil, false)
+}
+
+// finish ends supervision; the monitor's WaitGroup counted it until here.
+func (s *supervisor) finish() {
+	close(s.done)
+	s.m.wg.Done()
 }
 
 func (p *process) classify() restart.Exit {
@@ -380,37 +424,97 @@ func (s *supervisor) markReady(p *process, url string, vram *int64) (registry.Wo
 	return w, nil
 }
 
-// superviseLive probes health until the process exits or supervision halts.
-// After FailureThreshold failures in a row the worker is unhealthy and is
-// killed (SIGTERM, then SIGKILL after TermTimeout); the restart policy then
-// decides.
-func (s *supervisor) superviseLive(p *process) string {
+// watchLive probes p's health until the process exits or supervision halts,
+// with no goroutine of its own in between: a timer runs each probe, and
+// the process's context (cancelled at its exit) and the supervisor's stop
+// context end the watch. A thousand parked goroutines cost their stacks
+// (4 KiB at the least each) twice over in the RSS, the GC goal counting
+// them. After FailureThreshold failures in a row the worker is unhealthy
+// and is killed (SIGTERM, then SIGKILL after TermTimeout); the restart
+// policy then decides. Whichever ends the watch goes on as liveEnded.
+func (s *supervisor) watchLive(p *process) {
 	m := s.m
+	l := &liveWatch{s: s, p: p, slot: probeSlot(m.cfg.HealthInterval)}
 	// Probes fall on a grid of probeSlots slots per interval: the first at
 	// a random slot, so workers started together are spread over the
 	// interval, then one interval later each time, kept on the grid. Workers
 	// in the same slot are probed on the same wake-up: a hive probing 100
 	// workers every second wakes 4 times a second instead of 100, and each
 	// wake-up of an idle process costs more than the probe it does.
-	slot := probeSlot(m.cfg.HealthInterval)
-	first := time.Now().Truncate(slot).Add(slot * time.Duration(1+rand.Int64N(max(int64(m.cfg.HealthInterval/slot), 1))))
-	t := time.NewTimer(time.Until(first))
-	defer t.Stop()
-	for {
-		select {
-		case <-p.exited:
-			return ""
-		case <-s.stopCh:
-			return ""
-		case <-t.C:
-			if n := s.probe(p); n >= m.cfg.FailureThreshold {
-				why := fmt.Sprintf("%d health probes failed in a row", n)
-				s.killUnhealthy(p, why)
-				return why
-			}
-			t.Reset(untilNextProbe(m.cfg.HealthInterval, slot, time.Now()))
-		}
+	first := time.Now().Truncate(l.slot).Add(l.slot * time.Duration(1+rand.Int64N(max(int64(m.cfg.HealthInterval/l.slot), 1))))
+	l.mu.Lock() // the callbacks may fire at once: they find the fields set
+	defer l.mu.Unlock()
+	l.timer = time.AfterFunc(time.Until(first), l.tick)
+	l.stopExit = context.AfterFunc(p.ctx, l.end)
+	l.stopHalt = context.AfterFunc(s.stopCtx, l.end)
+}
+
+// liveWatch is one live process's health watch (see watchLive).
+type liveWatch struct {
+	s    *supervisor
+	p    *process
+	slot time.Duration
+
+	mu       sync.Mutex
+	ended    bool
+	timer    *time.Timer
+	stopExit func() bool
+	stopHalt func() bool
+	probing  sync.WaitGroup // a probe in flight
+}
+
+// claim ends the watch; only the first caller gets true.
+func (l *liveWatch) claim() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return false
 	}
+	l.ended = true
+	l.timer.Stop()
+	l.stopExit()
+	l.stopHalt()
+	return true
+}
+
+// end is the process's exit or the supervisor's halt (on a goroutine of
+// the context package's). A probe in flight finishes first, as it did when
+// probes ran on the supervisor's goroutine.
+func (l *liveWatch) end() {
+	if l.claim() {
+		l.probing.Wait()
+		l.s.liveEnded(l.p, "")
+	}
+}
+
+// tick runs one probe (on the timer's goroutine) and sets the next.
+func (l *liveWatch) tick() {
+	s := l.s
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.probing.Add(1)
+	l.mu.Unlock()
+	n := s.probe(l.p)
+	if n < s.m.cfg.FailureThreshold {
+		l.mu.Lock()
+		if !l.ended {
+			l.timer.Reset(untilNextProbe(s.m.cfg.HealthInterval, l.slot, time.Now()))
+		}
+		l.mu.Unlock()
+		l.probing.Done()
+		return
+	}
+	claimed := l.claim()
+	l.probing.Done()
+	if !claimed {
+		return // exited or halted meanwhile: that goes on
+	}
+	why := fmt.Sprintf("%d health probes failed in a row", n)
+	s.killUnhealthy(l.p, why)
+	s.liveEnded(l.p, why)
 }
 
 // probeSlots is how many probe slots one health interval holds.
