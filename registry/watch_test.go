@@ -7,6 +7,12 @@ import (
 
 func recv(t *testing.T, sub *Subscription) Event {
 	t.Helper()
+	return *recvPtr(t, sub)
+}
+
+// recvPtr returns the buffered event as delivered.
+func recvPtr(t *testing.T, sub *Subscription) *Event {
+	t.Helper()
 	select {
 	case ev, ok := <-sub.C():
 		if !ok {
@@ -15,7 +21,7 @@ func recv(t *testing.T, sub *Subscription) Event {
 		return ev
 	default:
 		t.Fatal("no event buffered")
-		return Event{}
+		return nil
 	}
 }
 
@@ -132,7 +138,14 @@ func TestEventsShareNoMemory(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	mustRegister(t, r, fullWorker("w"))
-	ea, eb := recv(t, a), recv(t, b)
+	ea, eb := recvPtr(t, a), recvPtr(t, b)
+	if ea == eb {
+		t.Fatal("two subscribers were handed the same *Event")
+	}
+	ea.Worker.State, ea.Seq = StateFailed, 1000
+	if eb.Worker.State == StateFailed || eb.Seq == 1000 {
+		t.Fatal("two subscribers share an event")
+	}
 	*ea.Worker.LastExit.Code = 100
 	*ea.Worker.ReadyAt = ea.Worker.ReadyAt.AddDate(1, 0, 0)
 	if *eb.Worker.LastExit.Code != 3 || !eb.Worker.ReadyAt.Equal(*mustGet(t, r, "w").ReadyAt) {

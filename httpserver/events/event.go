@@ -114,7 +114,7 @@ func sseFrame(id uint64, typ string, data []byte) ([]byte, int) {
 
 // workerEvents turns one registry change into its events (none for an
 // update that leaves the state as it was).
-func workerEvents(ev registry.Event) []Event {
+func workerEvents(ev *registry.Event) []Event {
 	w := ev.Worker.Clone()
 	switch ev.Kind {
 	case registry.EventRegistered:

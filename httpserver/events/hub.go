@@ -178,7 +178,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	defer h.stop()
 
 	sub := h.regSub
-	var regC <-chan registry.Event
+	var regC <-chan *registry.Event
 	if sub != nil {
 		regC = sub.C()
 	}
@@ -230,7 +230,7 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 // emitRegistry emits the events of one registry change.
-func (h *Hub) emitRegistry(ev registry.Event) {
+func (h *Hub) emitRegistry(ev *registry.Event) {
 	if ev.Seq <= h.regSkip {
 		return // the last reset's snapshot holds it
 	}
@@ -242,7 +242,7 @@ func (h *Hub) emitRegistry(ev registry.Event) {
 // drainPending emits what was already queued when Run was told to stop: in
 // a drain, the shutdown notice and the last workers' removals, which
 // subscribers and the queen pusher must still see before their streams end.
-func (h *Hub) drainPending(regC <-chan registry.Event) {
+func (h *Hub) drainPending(regC <-chan *registry.Event) {
 	h.drainInbox()
 	if h.shutdownReq.Swap(false) {
 		h.emit(&Event{Type: TypeHiveShuttingDown, Time: time.Now()}, 0)
