@@ -31,6 +31,16 @@ func TestReadoptProvisionsAgainAModelStillDownloading(t *testing.T) {
 	if w.PID != 0 || w.ModelPath != "" || reserved == 0 {
 		t.Fatalf("spawn of a downloading model: %+v (reserved %d)", w, reserved)
 	}
+	// Spawn returns once the size is known, maybe before the content
+	// request: let the cut response reach this hive, not the next one.
+	waitUntil(t, "the first download to be cut", func() bool {
+		for _, st := range h.prov.Active() {
+			if st.ModelRef == w.ModelRef && st.BytesDone >= 512<<10 {
+				return true
+			}
+		}
+		return false
+	})
 	h.mon().Detach()
 	h.mon().Close()
 	h.reg.Close()
