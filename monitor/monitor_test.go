@@ -328,10 +328,18 @@ func TestExecFailureLeavesNothing(t *testing.T) {
 }
 
 func TestNoFreePort(t *testing.T) {
-	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.PortMax = c.PortMin }})
+	// One port, free when the test starts: a random one may be held by
+	// another test's connection (the range overlaps the ephemeral ports).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	h := newHarness(t, harnessOpts{cfg: func(c *Config) { c.PortMin, c.PortMax = port, port }})
 	w := h.spawn("")
 	h.waitReady(w.ID) // the worker holds the only port
-	_, err := h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cpu"})
+	_, err = h.mon().Spawn(context.Background(), SpawnRequest{ModelRef: h.modelRef, Backend: "cpu"})
 	if !errors.Is(err, ErrSpawnFailed) || !strings.Contains(err.Error(), "no free port") {
 		t.Fatalf("spawn with no free port: %v", err)
 	}
