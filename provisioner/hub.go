@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -168,9 +167,6 @@ func statusError(resp *http.Response, what string) error {
 	}
 	return fmt.Errorf("%w: %s: unexpected %s", ErrUpstream, what, resp.Status)
 }
-
-// errAbandoned ends a request whose body the download stopped reading.
-var errAbandoned = errors.New("download abandoned")
 
 // errRedirect is a redirect chain we refuse to follow.
 var errRedirect = errors.New("bad redirect")
@@ -381,115 +377,33 @@ func (c *hubClient) fetchRange(ctx context.Context, spec blobSpec, f *os.File, h
 	default:
 		return statusError(resp, "download "+spec.url)
 	}
-	return c.copyBody(ctx, actx, func() { cancel(errAbandoned) }, errStall, stall, resp.Body, spec, f, h, n, progress, received)
-}
-
-// The body is read into pipeBuffers buffers of pipeChunk bytes on a
-// goroutine of its own, and the copy loop writes, hashes and counts what the
-// buffers hold. Handing on each socket read by itself (16 to 64 KiB over
-// loopback when the reader keeps up) cost a write syscall, a hasher wake-up
-// and a progress update per read: a third more CPU per byte than the copy
-// and the hash need (BenchmarkDownloadSmallReads). Bytes that wait
-// in a buffer that is not full yet are still handed on every flushEvery, and
-// at once when the body ends or fails, so a slow or stalled download keeps
-// its partial file and its progress as current as before.
-const (
-	pipeChunk   = 1 << 20
-	pipeBuffers = 4
-)
-
-// flushEvery is a variable for the tests that take the timer out of the way.
-var flushEvery = 20 * time.Millisecond
-
-// fillBuf is one buffer the body is read into. The reader only appends, and
-// publishes each new length in filled, so the copy loop may take the bytes
-// before filled while the reader goes on after them.
-type fillBuf struct {
-	buf    []byte
-	filled atomic.Int64
-	done   chan struct{} // closed when the reader leaves the buffer: full, or the body ended
-	err    error         // why the body ended (io.EOF when whole); set before done closes
-}
-
-// bodyReader reads a body into fillBufs on its own goroutine; its owner
-// takes the buffers from bufs and ends it with stop.
-type bodyReader struct {
-	bufs chan *fillBuf // in body order; closed when the goroutine returns
-	free chan []byte   // empty buffers, handed back once written and hashed
-	quit chan struct{}
-}
-
-func startBodyReader(r io.Reader, free chan []byte) *bodyReader {
-	br := &bodyReader{bufs: make(chan *fillBuf, pipeBuffers), free: free, quit: make(chan struct{})}
-	go br.run(r)
-	return br
-}
-
-func (br *bodyReader) run(r io.Reader) {
-	defer close(br.bufs)
-	for {
-		var buf []byte
-		select {
-		case buf = <-br.free:
-		case <-br.quit:
-			return
-		}
-		fb := &fillBuf{buf: buf, done: make(chan struct{})}
-		br.bufs <- fb // never blocks: there are only pipeBuffers buffers
-		for filled := 0; filled < len(buf); {
-			k, err := r.Read(buf[filled:])
-			filled += k
-			fb.filled.Store(int64(filled))
-			if err != nil {
-				fb.err = err
-				close(fb.done)
-				return
-			}
-		}
-		close(fb.done)
-	}
-}
-
-// stop ends the goroutine and waits for it. A Read in progress only returns
-// when the request is aborted, so the caller aborts it first unless the body
-// already ended.
-func (br *bodyReader) stop() {
-	close(br.quit)
-	for fb := range br.bufs {
-		<-fb.done
-	}
+	return c.copyBody(ctx, actx, errStall, stall, resp.Body, spec, f, h, n, progress, received)
 }
 
 // hashPipe hashes chunks on its own goroutine so that verification runs
 // alongside the network reads and file writes instead of after them.
 type hashPipe struct {
 	h    *blobHasher
-	work chan hashJob
+	work chan []byte
 	free chan []byte
 	done chan struct{}
 }
 
-// hashJob is bytes to hash; release, when set, is the buffer they came from,
-// which goes back to free once hashed.
-type hashJob struct {
-	data    []byte
-	release []byte
-}
+const (
+	pipeChunk   = 1 << 20
+	pipeBuffers = 4
+)
 
 func newHashPipe(h *blobHasher) *hashPipe {
-	hp := &hashPipe{h: h, work: make(chan hashJob, 2*pipeBuffers), free: make(chan []byte, pipeBuffers), done: make(chan struct{})}
+	hp := &hashPipe{h: h, work: make(chan []byte, pipeBuffers), free: make(chan []byte, pipeBuffers), done: make(chan struct{})}
 	for range pipeBuffers {
 		hp.free <- make([]byte, pipeChunk)
 	}
 	go func() {
 		defer close(hp.done)
-		for j := range hp.work {
-			if len(j.data) > 0 {
-				hp.h.Write(j.data)
-			}
-			if j.release != nil {
-				hp.free <- j.release
-			}
+		for b := range hp.work {
+			hp.h.Write(b)
+			hp.free <- b[:cap(b)]
 		}
 	}()
 	return hp
@@ -519,84 +433,60 @@ func (s *stallReader) Read(p []byte) (int, error) {
 }
 
 // copyBody appends the response body to f from *n on; the hash of every
-// byte written is complete when it returns, whatever the outcome. abort
-// ends the request (and so a body read that is waiting for data).
-func (c *hubClient) copyBody(ctx, actx context.Context, abort func(), errStall error, stall *time.Timer, body io.Reader, spec blobSpec, f *os.File, h *blobHasher, n *int64, progress, received func(int64)) error {
+// byte written is complete when it returns, whatever the outcome.
+func (c *hubClient) copyBody(ctx, actx context.Context, errStall error, stall *time.Timer, body io.Reader, spec blobSpec, f *os.File, h *blobHasher, n *int64, progress, received func(int64)) error {
+	r := &stallReader{r: body, t: stall, d: c.stallTimeout, count: received}
 	hp := newHashPipe(h)
-	br := startBodyReader(&stallReader{r: body, t: stall, d: c.stallTimeout, count: received}, hp.free)
-	bodyEnded, stopped := false, false
+	stopped := false
 	stop := func() {
-		if stopped {
-			return
+		if !stopped {
+			stopped = true
+			hp.wait()
 		}
-		stopped = true
-		if !bodyEnded {
-			abort()
-		}
-		br.stop()
-		hp.wait()
 	}
 	defer stop()
-	tick := time.NewTicker(flushEvery)
-	defer tick.Stop()
-	for fb := range br.bufs {
-		for taken, left := 0, false; !left; {
-			select {
-			case <-fb.done:
-				left = true
-			case <-tick.C:
-			}
-			hi := int(fb.filled.Load())
-			seg := fb.buf[taken:hi]
-			taken = hi
-			if len(seg) > 0 {
-				if *n+int64(len(seg)) > spec.size {
-					stop()
-					progress(-*n)
-					if err := restart(f, h); err != nil {
-						return err
-					}
-					*n = 0
-					return &retryableError{err: errors.New("more data than the announced size"), retryAfter: -1}
+	for {
+		buf := <-hp.free
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			if *n+int64(k) > spec.size {
+				stop()
+				progress(-*n)
+				if err := restart(f, h); err != nil {
+					return err
 				}
-				if _, err := f.Write(seg); err != nil {
-					// Keep the file and the hash in step for the next attempt.
-					if terr := f.Truncate(*n); terr == nil {
-						f.Seek(*n, io.SeekStart)
-					}
-					if errors.Is(err, syscall.ENOSPC) {
-						return &StorageError{Path: filepath.Dir(f.Name()), RequiredBytes: spec.size - *n}
-					}
-					return fmt.Errorf("write partial: %w", err)
+				*n = 0
+				return &retryableError{err: errors.New("more data than the announced size"), retryAfter: -1}
+			}
+			if _, err := f.Write(buf[:k]); err != nil {
+				// Keep the file and the hash in step for the next attempt.
+				if terr := f.Truncate(*n); terr == nil {
+					f.Seek(*n, io.SeekStart)
 				}
+				if errors.Is(err, syscall.ENOSPC) {
+					return &StorageError{Path: filepath.Dir(f.Name()), RequiredBytes: spec.size - *n}
+				}
+				return fmt.Errorf("write partial: %w", err)
 			}
-			j := hashJob{data: seg}
-			if left {
-				j.release = fb.buf
-			}
-			hp.work <- j
-			if len(seg) > 0 {
-				*n += int64(len(seg))
-				progress(int64(len(seg)))
-			}
+			hp.work <- buf[:k]
+			*n += int64(k)
+			progress(int64(k))
+		} else {
+			hp.free <- buf
 		}
-		rerr := fb.err
-		if rerr == nil {
-			continue // full; the body goes on in the next buffer
-		}
-		bodyEnded = true
 		if rerr == io.EOF {
 			if *n != spec.size {
 				return &retryableError{err: fmt.Errorf("body ended at %d of %d bytes", *n, spec.size), retryAfter: -1}
 			}
 			return nil
 		}
-		if context.Cause(actx) == errStall && ctx.Err() == nil {
-			return &retryableError{err: errStall, retryAfter: -1}
+		if rerr != nil {
+			if context.Cause(actx) == errStall && ctx.Err() == nil {
+				return &retryableError{err: errStall, retryAfter: -1}
+			}
+			return transportError(ctx, rerr)
 		}
-		return transportError(ctx, rerr)
 	}
-	return errors.New("body reader ended without a reason") // unreachable: the last buffer carries one
 }
 
 // isCommit reports whether s is a full git commit id.
