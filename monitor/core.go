@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -335,11 +337,7 @@ func (m *Monitor) logChecker() {
 func (m *Monitor) supervisors() []*supervisor {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]*supervisor, 0, len(m.sups))
-	for _, s := range m.sups {
-		out = append(out, s)
-	}
-	return out
+	return slices.Collect(maps.Values(m.sups))
 }
 
 func (m *Monitor) sup(id string) *supervisor {
@@ -376,10 +374,7 @@ func (m *Monitor) Close() error {
 func (m *Monitor) Detach() {
 	m.mu.Lock()
 	m.detached = true
-	sups := make([]*supervisor, 0, len(m.sups))
-	for _, s := range m.sups {
-		sups = append(sups, s)
-	}
+	sups := slices.Collect(maps.Values(m.sups))
 	m.mu.Unlock()
 	for _, s := range sups {
 		s.detach()

@@ -3,7 +3,9 @@ package monitor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -133,10 +135,7 @@ func (x *exitWatcher) run() {
 func (x *exitWatcher) close() {
 	x.mu.Lock()
 	x.closed = true
-	left := make([]*process, 0, len(x.procs))
-	for _, p := range x.procs {
-		left = append(left, p)
-	}
+	left := slices.Collect(maps.Values(x.procs))
 	for _, p := range left {
 		x.dropLocked(p)
 	}
