@@ -15,23 +15,23 @@ import (
 )
 
 // startWatcher runs an exit watcher for the test; the cleanup closes it and
-// waits for its goroutine.
-func startWatcher(t *testing.T) *exitWatcher {
+// waits for its goroutine. done is closed when run returns.
+func startWatcher(t *testing.T) (x *exitWatcher, done <-chan struct{}) {
 	t.Helper()
 	x, err := newExitWatcher()
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
+	ran := make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(ran)
 		x.run()
 	}()
 	t.Cleanup(func() {
 		x.close()
-		<-done
+		<-ran
 	})
-	return x
+	return x, ran
 }
 
 // sleeper starts `sleep 60` in its own group, as startProcess does, and
@@ -66,7 +66,7 @@ func awaitExited(t *testing.T, p *process) {
 }
 
 func TestExitWatcherSeesEveryExit(t *testing.T) {
-	x := startWatcher(t)
+	x, _ := startWatcher(t)
 	// More than one epoll_wait buffer's worth, all exiting at once.
 	procs := make([]*process, 2*len(x.buf)+3)
 	for i := range procs {
@@ -113,7 +113,7 @@ func TestExitWatcherSeesEveryExit(t *testing.T) {
 // A forgotten (detached) process's pidfd number is reused by the next
 // process watched: the old process's end must not be taken for the new one's.
 func TestExitWatcherForgetThenReuse(t *testing.T) {
-	x := startWatcher(t)
+	x, _ := startWatcher(t)
 	a := sleeper(t)
 	if err := x.watch(a); err != nil {
 		t.Fatal(err)
@@ -156,15 +156,7 @@ func TestExitWatcherForgetThenReuse(t *testing.T) {
 // Closing the watcher lets go of what it still watches, and it takes no
 // more.
 func TestExitWatcherClose(t *testing.T) {
-	x, err := newExitWatcher()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		x.run()
-	}()
+	x, done := startWatcher(t)
 	p := sleeper(t)
 	if err := x.watch(p); err != nil {
 		t.Fatal(err)
@@ -193,7 +185,7 @@ func TestExitWatcherClose(t *testing.T) {
 // signalSelf reaches a watched process through its pidfd, and does nothing
 // once the watcher let go of the pidfd (exit seen, or forgotten).
 func TestExitWatcherSignalSelf(t *testing.T) {
-	x := startWatcher(t)
+	x, _ := startWatcher(t)
 	p := sleeper(t)
 	if err := x.watch(p); err != nil {
 		t.Fatal(err)
