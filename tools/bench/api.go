@@ -234,14 +234,10 @@ func benchAPI(c *Ctx) []Row {
 		case e.req.etag != "":
 			thr.Note = fmt.Sprintf("304 with no body; %d of %d answers were full (a record changed)", e.thr.full+e.lat.full, e.thr.n+e.lat.n)
 		}
-		rows = append(rows, thr, Row{
-			Item: 5, Name: fmt.Sprintf("GET %s p50, one client", e.name), Unit: "ms",
-			Measured: ms(percentile(e.lat.lat, 50)), Baseline: ms(percentile(health.lat.lat, 50)), BaselineName: "/v1/health", Compare: CompareAdded,
-		}, Row{
-			Item: 5, Name: fmt.Sprintf("GET %s p99, one client", e.name), Unit: "ms",
-			Measured: ms(percentile(e.lat.lat, 99)), Baseline: ms(percentile(health.lat.lat, 99)), BaselineName: "/v1/health", Compare: CompareAdded,
-			Target: &Target{On: "measured", Op: "<", Limit: 10},
-		})
+		rows = append(rows, thr,
+			latencyRow(5, fmt.Sprintf("GET %s p50, one client", e.name), 50, e.lat.lat, health.lat.lat, "/v1/health", nil),
+			latencyRow(5, fmt.Sprintf("GET %s p99, one client", e.name), 99, e.lat.lat, health.lat.lat, "/v1/health",
+				&Target{On: "measured", Op: "<", Limit: 10}))
 	}
 	rows = append(rows, Row{
 		Item: 5, Name: fmt.Sprintf("floor: bare net/http, static %d KiB answer, %d clients", listBytes>>10, conc), Unit: "req/s",

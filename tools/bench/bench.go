@@ -429,3 +429,11 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// latencyRow is the p-th percentile of measured beside that of baseline, in
+// milliseconds, compared as time added; target may be nil.
+func latencyRow(item int, name string, p float64, measured, baseline []time.Duration, baselineName string, target *Target) Row {
+	return Row{Item: item, Name: name, Unit: "ms",
+		Measured: ms(percentile(measured, p)), Baseline: ms(percentile(baseline, p)), BaselineName: baselineName,
+		Compare: CompareAdded, Target: target}
+}

@@ -175,15 +175,11 @@ func benchCacheHit(c *Ctx) []Row {
 			hit, health = append(hit, dh), append(health, db)
 		}
 	}
-	return []Row{{
-		Item: 2, Name: fmt.Sprintf("cache-hit provision p50 (%d requests)", n), Unit: "ms",
-		Measured: ms(percentile(hit, 50)), Baseline: ms(percentile(health, 50)), BaselineName: "GET /v1/health",
-		Compare: CompareAdded, Target: &Target{On: "measured", Op: "<", Limit: 2},
-	}, {
-		Item: 2, Name: "cache-hit provision p99", Unit: "ms",
-		Measured: ms(percentile(hit, 99)), Baseline: ms(percentile(health, 99)), BaselineName: "GET /v1/health",
-		Compare: CompareAdded,
-	}}
+	return []Row{
+		latencyRow(2, fmt.Sprintf("cache-hit provision p50 (%d requests)", n), 50, hit, health, "GET /v1/health",
+			&Target{On: "measured", Op: "<", Limit: 2}),
+		latencyRow(2, "cache-hit provision p99", 99, hit, health, "GET /v1/health", nil),
+	}
 }
 
 func mbps(size int64, d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }

@@ -144,15 +144,11 @@ func benchSpawn(c *Ctx) []Row {
 			dir, hive = append(dir, direct()), append(hive, viaHive())
 		}
 	}
-	return []Row{{
-		Item: 3, Name: fmt.Sprintf("spawn → ready p50 (%d spawns, wait=true)", n), Unit: "ms",
-		Measured: ms(percentile(hive, 50)), Baseline: ms(percentile(dir, 50)), BaselineName: "exec + ready callback",
-		Compare: CompareAdded, Target: &Target{On: "added", Op: "<", Limit: 5},
-	}, {
-		Item: 3, Name: "spawn → ready p99", Unit: "ms",
-		Measured: ms(percentile(hive, 99)), Baseline: ms(percentile(dir, 99)), BaselineName: "exec + ready callback",
-		Compare: CompareAdded,
-	}}
+	return []Row{
+		latencyRow(3, fmt.Sprintf("spawn → ready p50 (%d spawns, wait=true)", n), 50, hive, dir, "exec + ready callback",
+			&Target{On: "added", Op: "<", Limit: 5}),
+		latencyRow(3, "spawn → ready p99", 99, hive, dir, "exec + ready callback", nil),
+	}
 }
 
 // benchCrash (item 4) lets a worker crash shortly after each ready and the
@@ -235,19 +231,14 @@ func benchCrash(c *Ctx) []Row {
 		c.Fatalf("too few relaunches matched: hive %d, direct %d (of %d)", len(hRelaunch), len(dRelaunch), n)
 	}
 	note := fmt.Sprintf("%d relaunches; worker crashes %s after ready; backoff %s subtracted", len(hRelaunch), crashAfter, backoff)
-	return []Row{{
-		Item: 4, Name: "crash → relaunched process p99", Unit: "ms",
-		Measured: ms(percentile(hRelaunch, 99)), Baseline: ms(percentile(dRelaunch, 99)), BaselineName: "wait + exec loop",
-		Compare: CompareAdded, Target: &Target{On: "measured", Op: "<", Limit: 20}, Note: note,
-	}, {
-		Item: 4, Name: "crash → relaunched process p50", Unit: "ms",
-		Measured: ms(percentile(hRelaunch, 50)), Baseline: ms(percentile(dRelaunch, 50)), BaselineName: "wait + exec loop",
-		Compare: CompareAdded,
-	}, {
-		Item: 4, Name: "crash → ready again p99", Unit: "ms",
-		Measured: ms(percentile(hReady, 99)), Baseline: ms(percentile(dReady, 99)), BaselineName: "wait + exec loop",
-		Compare: CompareAdded,
-	}}
+	relaunch := latencyRow(4, "crash → relaunched process p99", 99, hRelaunch, dRelaunch, "wait + exec loop",
+		&Target{On: "measured", Op: "<", Limit: 20})
+	relaunch.Note = note
+	return []Row{
+		relaunch,
+		latencyRow(4, "crash → relaunched process p50", 50, hRelaunch, dRelaunch, "wait + exec loop", nil),
+		latencyRow(4, "crash → ready again p99", 99, hReady, dReady, "wait + exec loop", nil),
+	}
 }
 
 // lifeStamps reads the reference worker's "rbee-ref start|exit <unix ns>"
