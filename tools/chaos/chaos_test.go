@@ -32,11 +32,7 @@ import (
 	"github.com/rbee-hive/rbee-hive/tools/harness"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.RemoveBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 // Fault kinds.
 const (

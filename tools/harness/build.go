@@ -144,3 +144,11 @@ func RemoveBuilt() {
 		os.RemoveAll(built.dir)
 	}
 }
+
+// Main is a TestMain for packages that use BuildOnce: it runs the tests,
+// deletes the binaries and exits with the tests' status.
+func Main(m *testing.M) {
+	code := m.Run()
+	RemoveBuilt()
+	os.Exit(code)
+}

@@ -30,11 +30,7 @@ import (
 	"github.com/rbee-hive/rbee-hive/tools/harness"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.RemoveBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 func envInt(t *testing.T, name string, def int) int {
 	if s := os.Getenv(name); s != "" {

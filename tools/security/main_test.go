@@ -8,14 +8,9 @@
 package security
 
 import (
-	"os"
 	"testing"
 
 	"github.com/rbee-hive/rbee-hive/tools/harness"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.RemoveBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { harness.Main(m) }
